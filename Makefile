@@ -1,0 +1,24 @@
+# The quick start's two commands: `make demo` and `make test`. Each creates the environment when missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: demo test lint env clean-demo
+
+# Fast when nothing changed (a second); see scripts/make_env.sh for the cached environment.
+env:
+	@PYTHON=$(PYTHON) bash scripts/make_env.sh $(VENV)
+
+demo: env
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+
+test: env
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: env
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+clean-demo:
+	rm -rf results/synth-* results/report results/logs resources/data/synth-* .snakemake

@@ -1,0 +1,73 @@
+"""The method interface: what every method (the paper's, a baseline, yours) provides to the harness.
+
+A method is one object with a ``name``, a typed ``Config`` (a dataclass whose defaults are the method's
+hyper-parameters), ``train`` and ``predict``. The harness owns everything else: data loading, splits,
+seeding, device choice, checkpoint files, timing, scoring and reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from objguided.data.canonical import CanonicalDataset
+from objguided.config import make_config
+
+
+@dataclass
+class Instance:
+    """One predicted object at the image's original resolution.
+
+    ``soft_area`` (optional) is the sum of the object's soft mask values over its support, for the
+    evaluator's ``soft_area`` IoU option.
+    """
+
+    mask: np.ndarray  # bool, HxW
+    score: float
+    soft_area: float | None = None
+
+
+class Method:
+    """Base class of a method. Subclass it, set ``name`` and ``Config``, and decorate with ``@register``."""
+
+    name: ClassVar[str] = ""
+    #: a dataclass whose fields are the method's hyper-parameters, with their defaults
+    Config: ClassVar[type] = dataclass(type("EmptyConfig", (), {}))
+    #: whether training and inference benefit from a GPU (the DAG then asks for ``gpu=1``)
+    uses_gpu: ClassVar[bool] = False
+
+    def make_config(self, overrides: dict[str, Any] | None = None):
+        """The method's config with ``overrides`` applied; an unknown key or a wrong type is an error."""
+        return make_config(self.Config, overrides or {}, where=f"methods.{self.name}.params")
+
+    def train(self, train_set: CanonicalDataset, val_set: CanonicalDataset, cfg: Any, workdir: Path,
+              device: str) -> Any:
+        """Fit on ``train_set`` (tune on ``val_set``) and return the state to keep (anything torch.save takes).
+
+        ``workdir`` is the run's folder: a method may keep resumable checkpoints there.
+        """
+        raise NotImplementedError
+
+    def predict(self, state: Any, images: Iterable[np.ndarray], cfg: Any, device: str) -> Iterator[list[Instance]]:
+        """Yield, for each image (uint8, HxW or HxWx3), its instances at the image's resolution."""
+        raise NotImplementedError
+
+
+def as_float_image(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW or HxWx3 -> float32 HxWx3 in [0, 1] (gray repeated), the input most networks expect."""
+    img = image.astype(np.float32) / 255.0
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return img
+
+
+def instances_from_labels(labels: np.ndarray, scores: Sequence[float] | None = None) -> list[Instance]:
+    """Turn a label map into instances (score 1.0 each unless ``scores`` gives one per id, in id order)."""
+    ids = [i for i in np.unique(labels) if i != 0]
+    out = []
+    for k, i in enumerate(ids):
+        out.append(Instance(mask=labels == i, score=1.0 if scores is None else float(scores[k])))
+    return out

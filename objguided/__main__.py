@@ -1,0 +1,3 @@
+from objguided.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Datasets in the canonical format: readers, writers, splits, synthetic generators."""

@@ -1,0 +1,1 @@
+"""Shared machinery: atomic writes, seeding, provenance, device slots, timing."""

@@ -1,0 +1,185 @@
+"""``objguided score``: ground-truth label maps + a predictions JSON -> the metrics dict.
+
+The protocol is REFERENCE.md section 2 (see :mod:`objguided.metrics.ap`). Conventions this module fixes:
+
+- Image order = the GT order (sorted stems, or the split's order with ``subset``); predictions keep
+  their file order within an image. The pooled ranking is a *stable* sort on descending score, so equal
+  scores rank by image order, then by order within the image (file order).
+- GT images without any prediction are scored (their kept objects are false negatives); a prediction
+  for an image id that is not scored is an error, as are RLE size mismatches, non-finite scores and
+  empty masks.
+- No kept GT object in the whole set: AP is 0 at every threshold (recall is undefined; documented).
+- Extras (``extras=True``): ``coco_ap_seg`` (COCO mask AP@[.5:.95], all GT objects, cap lifted, see
+  :mod:`objguided.metrics.cocoeval`) and ``dsb_score`` (2018 Data Science Bowl: per image the mean over
+  the ten thresholds of TP/(TP+FP+FN), one-to-one matching at binary mask IoU > t, all GT objects, none
+  dropped; an image with no GT and no prediction scores 1; then the plain mean over images).
+
+Per image work is one pass: the RLE strings of the whole file are parsed at once into foreground runs,
+runs become pixel indices, one ``bincount`` over the GT labels under those pixels gives the
+prediction x GT intersection matrix, and the ten thresholds of both criteria are matched from it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+
+from objguided.data.canonical import read_label_map
+from objguided.errors import ConfigError, DataError
+from objguided.metrics import ap
+from objguided.metrics.coco import (_load_json_list, check_nonempty, check_records, gt_coco_dict, gt_sources,
+                                    parse_rle_counts, runs_to_pixels)
+
+DEFAULT_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+EVALUATOR_NAME = "objguided-voc2010"
+EVALUATOR_VERSION = "1.0"
+
+
+def _threads() -> int:
+    for var in ("OBJGUIDED_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "")
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return os.cpu_count() or 1
+
+
+_JOBS: dict[int, object] = {}
+
+
+def _run_job(args):
+    token, k = args
+    return _JOBS[token](k)
+
+
+def _map_images(fn, n: int) -> list:
+    """``[fn(k) for k in range(n)]``, on forked worker processes when there are several cores and enough
+    images (per-image work is GIL-bound numpy on small arrays and PNG decoding, so threads do not help).
+    Workers inherit the parsed predictions by fork; only small per-image results travel back."""
+    workers = min(_threads(), n // 8)
+    if workers < 2 or "fork" not in mp.get_all_start_methods():
+        return [fn(k) for k in range(n)]
+    token = id(fn)
+    _JOBS[token] = fn
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            return pool.map(_run_job, [(token, k) for k in range(n)], chunksize=max(1, n // (8 * workers)))
+    finally:
+        del _JOBS[token]
+
+
+def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_convention="inclusive",
+                      mask_iou="binary", extras=True) -> dict:
+    """Score a predictions JSON against GT label maps; returns the metrics dict (see module docstring)."""
+    if box_convention not in ap.BOX_CONVENTIONS:
+        raise ConfigError(f"box_convention {box_convention!r} unknown; expected one of {sorted(ap.BOX_CONVENTIONS)}")
+    if mask_iou not in ap.MASK_IOU:
+        raise ConfigError(f"mask_iou {mask_iou!r} unknown; expected one of {list(ap.MASK_IOU)}")
+    thresholds = DEFAULT_THRESHOLDS
+    sources = gt_sources(gt, split_path, subset)
+    index = {image_id: k for k, (image_id, _) in enumerate(sources)}
+    where = str(pred_path)
+    records = _load_json_list(pred_path)
+    ids, counts, sizes, scores, soft = check_records(records, where)
+    img = np.empty(len(records), np.int64)
+    for i, image_id in enumerate(ids):
+        k = index.get(image_id)
+        if k is None:
+            raise DataError(f"{where}: record {i}: unknown image id '{image_id}': not one of the "
+                            f"{len(sources)} scored ground-truth images in {gt}"
+                            + (f" (subset '{subset}')" if subset else ""))
+        img[i] = k
+    perm = np.argsort(img, kind="stable")  # grouped by image, file order within
+    img_s = img[perm]
+    runs = parse_rle_counts([counts[i] for i in perm], sizes[perm], where, index_of=perm)
+    check_nonempty(runs, [ids[i] for i in perm], where, index_of=perm)
+    bounds = np.searchsorted(img_s, np.arange(len(sources) + 1))
+    sizes_s, soft_s = sizes[perm], soft[perm]
+
+    def one_image(k: int):
+        image_id, path = sources[k]
+        labels = read_label_map(path)
+        a, b = int(bounds[k]), int(bounds[k + 1])
+        if b > a:
+            bad = np.flatnonzero((sizes_s[a:b] != labels.shape).any(axis=1))
+            if bad.size:
+                j = a + int(bad[0])
+                raise DataError(f"{where}: record {int(perm[j])}: image '{image_id}': RLE size "
+                                f"{sizes_s[j, 0]}x{sizes_s[j, 1]} differs from its ground-truth label map "
+                                f"{labels.shape[0]}x{labels.shape[1]} ({path})")
+        r0, r1 = int(runs.first[a]), int(runs.first[b])
+        owner = np.repeat(np.arange(b - a), np.diff(runs.first[a:b + 1]))
+        pix, own = runs_to_pixels(runs.start[r0:r1], runs.length[r0:r1], owner)
+        o = ap.overlaps(labels, pix, own, b - a, order="F")
+        seg, dec, kept = ap.best_matches(o, box_convention=box_convention, mask_iou_mode=mask_iou,
+                                         soft_area=soft_s[a:b])
+        dsb = ap.dsb_counts(o, thresholds) if extras else None
+        coco = gt_coco_dict([(image_id, labels)]) if extras else None
+        return seg, dec, kept, o.gt_ids.size, dsb, coco
+
+    n_img = len(sources)
+    results = _map_images(one_image, n_img)
+
+    offsets = np.concatenate(([0], np.cumsum([r[3] for r in results]))).astype(np.int64)
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+    img_of_pred = img_s
+    seg_idx = cat([r[0].index for r in results], np.int64)
+    dec_idx = cat([r[1].index for r in results], np.int64)
+    base = offsets[img_of_pred] if img_of_pred.size else np.zeros(0, np.int64)
+    seg = ap.Best(np.where(seg_idx >= 0, seg_idx + base, -1), cat([r[0].iou for r in results], float))
+    dec = ap.Best(np.where(dec_idx >= 0, dec_idx + base, -1), cat([r[1].iou for r in results], float))
+    kept_per_image = np.array([int(r[2].sum()) for r in results], np.int64)
+    gt_per_image = np.array([r[3] for r in results], np.int64)
+    n_kept = int(kept_per_image.sum())
+
+    rank = ap.pooled_rank(scores[perm])
+    tp_seg = ap.match(seg, rank, thresholds, "seg")
+    tp_dec = ap.match(dec, rank, thresholds, "dec")
+    ap_seg = ap.voc_ap(tp_seg, n_kept)
+    ap_dec = ap.voc_ap(tp_dec, n_kept)
+    ranked_img = img_of_pred[rank]
+    per_tp_seg = np.stack([np.bincount(ranked_img[t], minlength=n_img) for t in tp_seg]) if n_img else None
+    per_tp_dec = np.stack([np.bincount(ranked_img[t], minlength=n_img) for t in tp_dec]) if n_img else None
+    n_pred = np.diff(bounds)
+
+    extra = {"coco_ap_seg": None, "dsb_score": None}
+    dsb_scores = [None] * n_img
+    if extras:
+        dsb_scores = [ap.dsb_image_score(r[4], int(n_pred[k]), int(gt_per_image[k])) for k, r in enumerate(results)]
+        from objguided.metrics.cocoeval import coco_mask_ap
+
+        coco_gt = {"images": [im for r in results for im in r[5]["images"]],
+                   "annotations": [], "categories": results[0][5]["categories"] if results else []}
+        for r in results:
+            for a in r[5]["annotations"]:
+                coco_gt["annotations"].append(dict(a, id=len(coco_gt["annotations"]) + 1))
+        extra = {"dsb_score": float(np.mean(dsb_scores)) if dsb_scores else None}
+        extra.update(coco_mask_ap(coco_gt, records))
+        extra = {"coco_ap_seg": extra.pop("coco_ap_seg"), **extra}
+
+    per_image = [{"image_id": sources[k][0], "gt_kept": int(kept_per_image[k]),
+                  "gt_dropped": int(gt_per_image[k] - kept_per_image[k]), "predictions": int(n_pred[k]),
+                  "tp_seg": per_tp_seg[:, k].tolist(), "tp_dec": per_tp_dec[:, k].tolist(),
+                  "dsb_score": dsb_scores[k]} for k in range(n_img)]
+    ap_seg_l, ap_dec_l = [float(v) for v in ap_seg], [float(v) for v in ap_dec]
+    return {
+        "evaluator": {
+            "name": EVALUATOR_NAME, "version": EVALUATOR_VERSION, "box_convention": box_convention,
+            "mask_iou": mask_iou, "ap_definition": "VOC2010 all-point", "sort": "stable descending score",
+            "tie_order": "equal scores rank by image order (GT order), then by order in the predictions file",
+            "criteria": {"seg": "mask IoU > t", "dec": "box IoU >= t"},
+            "gt_drop_rule": ap.GT_DROP_RULE, "match_rule": ap.MATCH_RULE,
+            "no_gt": "AP = 0 when there is no kept GT object; AP = 0 with no predictions",
+        },
+        "thresholds": [float(t) for t in thresholds],
+        "ap_seg": ap_seg_l, "ap_dec": ap_dec_l,
+        "ap_seg_mean": float(np.mean(ap_seg)), "ap_dec_mean": float(np.mean(ap_dec)),
+        "ap_seg_50": ap_seg_l[0], "ap_seg_75": ap_seg_l[5],
+        "counts": {"images": n_img, "gt_kept": n_kept, "gt_dropped": int(gt_per_image.sum() - n_kept),
+                   "predictions": len(records), "tp_seg": tp_seg.sum(axis=1).astype(int).tolist(),
+                   "tp_dec": tp_dec.sum(axis=1).astype(int).tolist()},
+        "extra": extra,
+        "per_image": per_image,
+    }

@@ -1,0 +1,97 @@
+# Config loading and the helpers every rule file uses.
+import json
+import os
+import sys
+from pathlib import Path
+
+from objguided.config import runs, validate_config
+
+if not config:
+    raise ValueError(
+        "no configuration: run with --configfile config/demo.yaml (profiles/default does this when "
+        "snakemake runs from the repository root) or --configfile config/paper.yaml"
+    )
+validate_config(config)
+
+# Rules call the CLI of the interpreter that runs Snakemake, so a job needs no activated environment.
+OBJGUIDED = f"{sys.executable} -m objguided"
+# With --use-conda, jobs run in this environment instead (it installs the repository itself).
+ENV_FILE = "../../environment.yml"
+RUNS = runs(config)
+RUN_DIR = "results/{dataset}/{method}/{variant}/seed{seed}"
+DATA_DIR = "resources/data/{dataset}"
+REPORT_DIR = "results/report"
+# Relative to the repository, so the workflow also runs with --directory elsewhere.
+PAPER_TABLE1 = str(Path(workflow.basedir) / config["report"]["paper_table1"])
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    method="[A-Za-z0-9_]+",
+    variant="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def dataset_spec(wildcards):
+    return as_json(config["datasets"][wildcards.dataset])
+
+
+def split_spec(wildcards):
+    return as_json(config["datasets"][wildcards.dataset]["split"])
+
+
+def run_of(wildcards):
+    for run in RUNS:
+        if (run["dataset"], run["method"], run["variant"], str(run["seed"])) == (
+            wildcards.dataset,
+            wildcards.method,
+            wildcards.variant,
+            str(wildcards.seed),
+        ):
+            return run
+    raise ValueError(f"no run {dict(wildcards)} in the config")
+
+
+def run_params(wildcards):
+    return as_json(run_of(wildcards)["params"])
+
+
+def gpus_for(wildcards):
+    import methods
+
+    return 1 if methods.get(wildcards.method).uses_gpu else 0
+
+
+def run_dirs():
+    return [RUN_DIR.format(**run) for run in RUNS]
+
+
+def report_targets():
+    return [
+        f"{REPORT_DIR}/table1.csv",
+        f"{REPORT_DIR}/table1.md",
+        f"{REPORT_DIR}/fig5.png",
+        f"{REPORT_DIR}/fig5.pdf",
+    ]
+
+
+RAW_DIR = "resources/raw/{dataset}"
+
+
+def needs_fetch(wildcards):
+    from objguided.data.sources import get_source
+
+    return get_source(config["datasets"][wildcards.dataset]["source"]).fetch is not None
+
+
+def report_spec():
+    runs = [
+        {key: run[key] for key in ("dataset", "method", "variant", "seed", "label", "paper_dataset", "paper_method")}
+        | {"dir": RUN_DIR.format(**run)}
+        for run in RUNS
+    ]
+    return {"runs": runs, "paper_table1": PAPER_TABLE1, "note": config["report"]["note"]}
