@@ -265,6 +265,42 @@ def _load_json_list(path) -> list:
 
 def check_records(records: list, where: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Check every record's fields; returns (image ids, counts, sizes (N,2), scores, soft areas (NaN: none))."""
+    fast = _check_records_fast(records)
+    if fast is not None:
+        return fast
+    return _check_records_slow(records, where)
+
+
+def _check_records_fast(records: list):
+    """The common all-valid case in bulk; None when anything is off (the slow path then names it)."""
+    try:
+        if not all(type(r) is dict and "category_id" in r for r in records):
+            return None
+        ids = [r["image_id"] for r in records]
+        segs = [r["segmentation"] for r in records]
+        raw_scores = [r["score"] for r in records]
+        counts = [s["counts"] for s in segs]
+        size_list = [s["size"] for s in segs]
+        raw_soft = [r.get("soft_area") for r in records]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if not (all(type(i) is str for i in ids) and all(type(c) is str for c in counts)
+            and all(type(v) in (int, float) for v in raw_scores)
+            and all(type(z) is list and len(z) == 2 and type(z[0]) is int and type(z[1]) is int for z in size_list)
+            and all(v is None or type(v) in (int, float) for v in raw_soft)):
+        return None
+    n = len(records)
+    scores = np.array(raw_scores, np.float64).reshape(n)
+    sizes = np.array(size_list, np.int64).reshape(n, 2)
+    soft = np.array([np.nan if v is None else v for v in raw_soft], np.float64).reshape(n)
+    has_soft = np.array([v is not None for v in raw_soft], bool).reshape(n)
+    if (not np.isfinite(scores).all() or (sizes <= 0).any()
+            or not (np.isfinite(soft[has_soft]) & (soft[has_soft] > 0)).all()):
+        return None
+    return ids, counts, sizes, scores, soft
+
+
+def _check_records_slow(records: list, where: str):
     n = len(records)
     ids: list[str] = [""] * n
     counts: list[str] = [""] * n

@@ -4,7 +4,10 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
+
 from objguided.config import runs, validate_config
+from objguided.data.sources import unavailable_reason
 
 if not config:
     raise ValueError(
@@ -12,6 +15,15 @@ if not config:
         "snakemake runs from the repository root) or --configfile config/paper.yaml"
     )
 validate_config(config)
+
+# Datasets whose data the user must supply and has not: leave them out, say so, run the others.
+for _name, _dataset in list(config["datasets"].items()):
+    _why = unavailable_reason(_dataset["source"], _dataset["options"])
+    if _why:
+        logger.warning(f"dataset '{_name}' is left out of this run: {_why}")
+        del config["datasets"][_name]
+if not config["datasets"]:
+    raise ValueError("no dataset of the config is available; see the warnings above")
 
 # Rules call the CLI of the interpreter that runs Snakemake, so a job needs no activated environment.
 OBJGUIDED = f"{sys.executable} -m objguided"
@@ -41,7 +53,10 @@ def dataset_spec(wildcards):
 
 
 def split_spec(wildcards):
-    return as_json(config["datasets"][wildcards.dataset]["split"])
+    split = dict(config["datasets"][wildcards.dataset]["split"])
+    if "folder" in split:  # published split lists live in the repository (datasets/<name>/split)
+        split["folder"] = str(Path(workflow.basedir) / split["folder"])
+    return as_json(split)
 
 
 def run_of(wildcards):

@@ -26,6 +26,9 @@ class Source:
     convert: Callable[[Any, Path | None, Path], dict]
     #: (options, raw_dir) -> record of what was fetched (files, sizes, sha256); None: nothing to fetch
     fetch: Callable[[Any, Path], dict] | None = None
+    #: options -> None when the raw data can be had, else a message saying what is missing and the
+    #: layout expected (user-supplied data); the DAG then leaves the dataset out and says so
+    unavailable: Callable[[Any], str | None] | None = None
     description: str = ""
 
 
@@ -52,6 +55,14 @@ def get_source(name: str) -> Source:
 def available_sources() -> list[str]:
     _discover()
     return sorted(_SOURCES)
+
+
+def unavailable_reason(name: str, options: dict) -> str | None:
+    """Why a dataset cannot run now (user data absent), or None."""
+    source = get_source(name)
+    if source.unavailable is None:
+        return None
+    return source.unavailable(make_config(source.Options, options, "options"))
 
 
 def source_options(name: str, options: dict, where: str):
