@@ -127,5 +127,6 @@ def runs(config: dict, methods_filter=None) -> list[dict]:
                     out.append({"dataset": dataset, "method": method, "variant": variant, "seed": seed,
                                 "params": params, "label": label,
                                 "paper_dataset": dspec.get("paper_dataset"),
-                                "paper_method": vspec.get("paper_method", method if variant == "default" else None)})
+                                "paper_method": vspec.get("paper_method", method if variant == "default" else None),
+                                "evaluation": {**config["evaluation"], **vspec.get("evaluation", {})}})
     return out

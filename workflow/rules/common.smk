@@ -75,6 +75,12 @@ def run_params(wildcards):
     return as_json(run_of(wildcards)["params"])
 
 
+def score_options(wildcards):
+    evaluation = run_of(wildcards)["evaluation"]
+    options = f"--box-convention {evaluation['box_convention']} --mask-iou {evaluation['mask_iou']}"
+    return options + ("" if evaluation["extras"] else " --no-extras")
+
+
 def gpus_for(wildcards):
     import methods
 

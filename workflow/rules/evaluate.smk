@@ -37,13 +37,7 @@ rule score:
         cli=OBJGUIDED,
         data=lambda wildcards: DATA_DIR.format(dataset=wildcards.dataset),
         subset=EVAL["subset"],
-        options=" ".join(
-            [
-                f"--box-convention {EVAL['box_convention']}",
-                f"--mask-iou {EVAL['mask_iou']}",
-                "" if EVAL["extras"] else "--no-extras",
-            ]
-        ),
+        options=score_options,
     log:
         f"{RUN_DIR}/score.log",
     shell:
