@@ -48,10 +48,18 @@ def cmd_split(args) -> None:
 
     spec = _json_arg(args.spec)
     ids = CanonicalDataset(args.data).ids
-    if spec.get("kind", "seeded") == "seeded":
-        split = seeded_split(ids, spec.get("fractions", [0.6, 0.2, 0.2]), spec.get("seed", 0))
-    else:
+    kind = spec.get("kind", "seeded")
+    fractions, seed = spec.get("fractions", [0.6, 0.2, 0.2]), spec.get("seed", 0)
+    if kind == "seeded":
+        split = seeded_split(ids, fractions, seed)
+    elif kind == "grouped":
+        from objguided.data.split_groups import group_rule, grouped_split
+
+        split = grouped_split(ids, group_rule(spec.get("group_by", "plant")), fractions, seed)
+    elif kind == "files":
         split = split_from_files(spec["folder"], ids)
+    else:
+        raise ConfigError(f"split.kind: '{kind}' is not one of seeded, grouped, files")
     write_json(args.out, split)
     log.info("split %s: %s", args.data, {k: len(split[k]) for k in ("train", "val", "test")})
 
