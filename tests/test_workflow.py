@@ -1,6 +1,7 @@
 """The DAG through Snakemake itself: config checks, the tiny end-to-end run, the paper plan, lint."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,3 +78,15 @@ def test_demo_config_is_valid_and_plans_all_stages(repo):
     config = load_config(repo / "config" / "demo.yaml")
     assert {d["source"] for d in config["datasets"].values()} == {"synthetic"}
     assert len(runs(config)) == len(config["datasets"]) * sum(len(m["variants"]) for m in config["methods"].values())
+
+
+SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018" / "stage1_train.zip"
+
+
+@pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason="the DSB2018 mirror in ../shared is not here")
+def test_dsb2018_mirror_config_plans_fetch_convert_split(snakemake_cmd, repo, tmp_path):
+    result = _snakemake(snakemake_cmd, repo, tmp_path, repo / "config" / "dsb2018-mirror.yaml", "-n", "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    for rule in ("fetch", "convert", "split", "train", "score", "report"):
+        assert f"rule {rule}:" in out, rule

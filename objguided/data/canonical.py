@@ -101,18 +101,23 @@ def read_label_map(path: str | Path, shape: tuple[int, int] | None = None) -> np
     return labels.astype(np.int32)
 
 
-def write_image(path: str | Path, img: np.ndarray) -> None:
+#: zlib level of written PNGs (PIL's default); converters of large sets may pass 1: about 3x faster to
+#: encode, files about 20% larger
+PNG_LEVEL = 6
+
+
+def write_image(path: str | Path, img: np.ndarray, compress_level: int = PNG_LEVEL) -> None:
     if img.dtype != np.uint8:
         raise ValueError(f"write_image: expected uint8, got {img.dtype}")
     with atomic_path(path) as tmp:
-        Image.fromarray(img).save(tmp, format="PNG")
+        Image.fromarray(img).save(tmp, format="PNG", compress_level=compress_level)
 
 
-def write_label_map(path: str | Path, labels: np.ndarray) -> None:
+def write_label_map(path: str | Path, labels: np.ndarray, compress_level: int = PNG_LEVEL) -> None:
     if labels.size and int(labels.max()) > np.iinfo(np.uint16).max:
         raise ValueError(f"{path}: more than 65535 instances do not fit a uint16 label map")
     with atomic_path(path) as tmp:
-        Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
+        Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG", compress_level=compress_level)
 
 
 @dataclass(frozen=True)
@@ -173,12 +178,13 @@ class CanonicalDataset:
             yield self[index]
 
 
-def write_sample(root: str | Path, image_id: str, image: np.ndarray, labels: np.ndarray) -> None:
+def write_sample(root: str | Path, image_id: str, image: np.ndarray, labels: np.ndarray,
+                 compress_level: int = PNG_LEVEL) -> None:
     if image.shape[:2] != labels.shape:
         raise ValueError(f"{image_id}: image {image.shape[:2]} and labels {labels.shape} differ in size")
     root = Path(root)
-    write_image(root / IMAGE_DIR / f"{image_id}.png", image)
-    write_label_map(root / LABEL_DIR / f"{image_id}.png", labels)
+    write_image(root / IMAGE_DIR / f"{image_id}.png", image, compress_level)
+    write_label_map(root / LABEL_DIR / f"{image_id}.png", labels, compress_level)
 
 
 def write_manifest(root: str | Path, info: dict) -> None:

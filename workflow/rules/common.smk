@@ -49,7 +49,13 @@ def as_json(value):
 
 
 def dataset_spec(wildcards):
-    return as_json(config["datasets"][wildcards.dataset])
+    spec = config["datasets"][wildcards.dataset]
+    url = spec["options"].get("url", "")
+    local = url.removeprefix("file://")
+    if url.startswith("file://") and not (os.path.isabs(local) or local.startswith(("localhost", "~", "$"))):
+        # a relative file:// URL names a path relative to the repository, as split folders do
+        spec = spec | {"options": spec["options"] | {"url": f"file://{Path(workflow.basedir) / local}"}}
+    return as_json(spec)
 
 
 def split_spec(wildcards):
