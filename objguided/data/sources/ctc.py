@@ -28,9 +28,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from objguided.data.rawdata import (
+    LabelStats,
+    RawTree,
+    StagedOutput,
+    archive_record,
+    check_pair,
+    decode_image,
+    decode_labels,
+    require_path,
+)
 from objguided.data.sources import Source, register_source
-from objguided.data.sources.plant import (LabelStats, RawTree, StagedOutput, archive_record, check_pair,
-                                          decode_image, decode_labels, require_path)
 from objguided.errors import ConfigError, DataError
 
 PAPER_SETS = ("Fluo-N2DL-HeLa", "PhC-C2DH-U373", "PhC-C2DL-PSC")

@@ -24,9 +24,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from objguided.data.rawdata import (
+    LabelStats,
+    RawTree,
+    StagedOutput,
+    archive_record,
+    check_pair,
+    decode_image,
+    decode_labels,
+    missing_archive,
+)
 from objguided.data.sources import Source, register_source
-from objguided.data.sources.plant import (LabelStats, RawTree, StagedOutput, archive_record, check_pair,
-                                          decode_image, decode_labels, require_path)
 from objguided.errors import ConfigError, DataError
 
 FORM_URL = "https://www.plant-phenotyping.org/CVPPP2017-challenge"
@@ -48,13 +56,8 @@ class LscOptions:
 
 
 def lsc_unavailable(options: LscOptions) -> str | None:
-    path = require_path(options.archive, "archive")
-    if path is not None and path.exists():
-        return None
-    where = f"options.archive is '{options.archive}', which does not exist" if path else "options.archive is not set"
-    return (f"the CVPPP 2017 Leaf Segmentation Challenge data is not here ({where}). It may not be redistributed: "
-            f"request it from the providers through the form at {FORM_URL} and set options.archive to the "
-            f"training zip or the folder it was extracted to. Expected layout: {_LAYOUT}. See datasets/lsc.yaml")
+    return missing_archive(options.archive, "the CVPPP 2017 Leaf Segmentation Challenge data", FORM_URL, _LAYOUT,
+                           "datasets/lsc.yaml")
 
 
 def convert_lsc(options: LscOptions, raw_dir: Path | None, out: Path) -> dict:

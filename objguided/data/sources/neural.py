@@ -29,9 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from objguided.data.rawdata import (
+    LabelInfo,
+    LabelStats,
+    StagedOutput,
+    check_pair,
+    decode_image,
+    decode_labels,
+    require_path,
+)
 from objguided.data.sources import Source, register_source
-from objguided.data.sources.plant import (LabelInfo, LabelStats, StagedOutput, check_pair, decode_image,
-                                          decode_labels, require_path)
 from objguided.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
