@@ -308,3 +308,25 @@ def test_many_images_parallel_path(tmp_path, monkeypatch):
     np.testing.assert_allclose(par["ap_seg"], ref["ap_seg"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(par["ap_dec"], ref["ap_dec"], rtol=0, atol=1e-9)
     assert par["counts"]["tp_seg"][0] > 20
+
+
+def test_errors_from_worker_processes(tmp_path, monkeypatch):
+    """Bad records are reported the same way (first in image order) when the work is split over processes."""
+    gt = np.zeros((16, 16), np.int32)
+    gt[2:9, 2:9] = 1
+    n = 24
+    root, pred, ids = make_dataset(tmp_path, [gt] * n, [[gt == 1]] * n, [[0.9]] * n)
+    good = json.loads(pred.read_text())
+    by_image = {r["image_id"]: i for i, r in enumerate(good)}
+    monkeypatch.setenv("OBJGUIDED_THREADS", "2")
+    bad = list(good)
+    i20, i5 = by_image["img20"], by_image["img05"]
+    bad[i20] = dict(bad[i20], segmentation=encode_mask(np.ones((8, 8), bool)))
+    bad[i5] = dict(bad[i5], segmentation=encode_mask(np.zeros((16, 16), bool)))
+    _write(pred, bad)
+    with pytest.raises(DataError, match=rf"record {i5} \(image 'img05'\): empty mask"):
+        score_predictions(root, pred)
+    bad[i5] = good[i5]
+    _write(pred, bad)
+    with pytest.raises(DataError, match=rf"record {i20}: image 'img20': RLE size 8x8 differs"):
+        score_predictions(root, pred)

@@ -135,15 +135,31 @@ def label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     ([1, 3], [1, 3], [[0, 2, 0, 2], [1, 0, 2, 1]])
     """
     labels = np.asarray(labels)
-    fg = labels[labels > 0]
-    if fg.size == 0:
+    h, w = labels.shape
+    flat = labels.ravel()
+    # runs of equal value in row-major order: one pass over the pixels, then work per run
+    heads = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], heads))
+    stops = np.concatenate((heads, [flat.size])) - 1  # inclusive
+    lab = flat[starts]
+    keep = np.flatnonzero(lab > 0)
+    if keep.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.int64)
-    area = np.bincount(fg)
+    lab, starts, stops = lab[keep], starts[keep], stops[keep]
+    area = np.bincount(lab, weights=stops - starts + 1).astype(np.int64)  # exact below 2**53
     ids = np.flatnonzero(area)
-    slices = ndimage.find_objects(labels)
-    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start,
-                       slices[i - 1][1].stop - 1, slices[i - 1][0].stop - 1] for i in ids], np.int64)
-    return ids.astype(np.int64), area[ids].astype(np.int64), boxes.reshape(-1, 4)
+    rs, cs = np.divmod(starts, w)
+    re, ce = np.divmod(stops, w)
+    wraps = rs != re  # a run over a row end covers the last column and the first
+    big = np.iinfo(np.int64).max
+    x1, y1 = np.full(area.size, big), np.full(area.size, big)
+    x2, y2 = np.full(area.size, -1), np.full(area.size, -1)
+    np.minimum.at(x1, lab, np.where(wraps, 0, cs))
+    np.maximum.at(x2, lab, np.where(wraps, w - 1, ce))
+    np.minimum.at(y1, lab, rs)
+    np.maximum.at(y2, lab, re)
+    boxes = np.stack([x1[ids], y1[ids], x2[ids], y2[ids]], axis=1)
+    return ids.astype(np.int64), area[ids], boxes
 
 
 def kept_gt(boxes: np.ndarray) -> np.ndarray:
@@ -388,7 +404,8 @@ def evaluate(gt_labels: Sequence[np.ndarray], pred_masks: Sequence[Sequence[np.n
         n_kept += int(kept.sum())
         n_drop += int((~kept).sum())
     cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-    ks, kd, vs, vd, sc = cat(keys_s, np.int64), cat(keys_d, np.int64), cat(ious_s, float), cat(ious_d, float), cat(scores, float)
+    ks, kd = cat(keys_s, np.int64), cat(keys_d, np.int64)
+    vs, vd, sc = cat(ious_s, float), cat(ious_d, float), cat(scores, float)
     rank = pooled_rank(sc)
     tp_seg = match(Best(ks, vs), rank, thresholds, "seg")
     tp_dec = match(Best(kd, vd), rank, thresholds, "dec")

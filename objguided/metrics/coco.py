@@ -47,11 +47,16 @@ def encode_mask(mask: np.ndarray) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def decode_mask(rle: dict) -> np.ndarray:
-    """COCO RLE (counts str or bytes) -> boolean HxW mask. Validate untrusted RLE first (read_predictions)."""
+def decode_mask(rle: dict, where: str = "RLE") -> np.ndarray:
+    """COCO compressed RLE (counts str or bytes) -> boolean HxW mask; validated (DataError when corrupt)."""
     counts = rle["counts"]
-    r = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(r).astype(bool)
+    counts = counts.decode("ascii") if isinstance(counts, bytes) else counts
+    h, w = (int(v) for v in rle["size"])
+    runs = parse_rle_counts([counts], np.array([[h, w]]), where)
+    pix, _ = runs_to_pixels(runs.start, runs.length, np.zeros(runs.start.size, np.int64))
+    flat = np.zeros(h * w, bool)
+    flat[pix] = True
+    return flat.reshape((h, w), order="F")
 
 
 class Runs(NamedTuple):
@@ -99,35 +104,44 @@ def parse_rle_counts(counts: Sequence[str], sizes: np.ndarray, where: str = "pre
     except UnicodeEncodeError:
         bad = next(i for i, c in enumerate(counts) if not c.isascii())
         fail(bad, "counts hold non-ASCII characters; expected a COCO compressed RLE string")
-    c = np.frombuffer(buf, np.uint8).astype(np.int64) - 48
-    rec_of_char = np.repeat(np.arange(n), lens)
-    bad = (c < 0) | (c > 63)
+    u = np.frombuffer(buf, np.uint8)
+    ends = np.cumsum(lens) - 1  # last character of each record
+    bad = (u < 48) | (u > 111)
     if bad.any():
-        fail(rec_of_char[np.argmax(bad)], "counts hold a character outside the COCO RLE alphabet ('0'..'o')")
-    more = (c & 0x20) != 0
-    ends = np.cumsum(lens) - 1
-    if more[ends].any():
-        fail(int(np.argmax(more[ends])), "counts end in the middle of a number (truncated?)")
-    gend = np.flatnonzero(~more)
-    gstart = np.concatenate(([0], gend[:-1] + 1))
-    glen = gend - gstart + 1
+        fail(int(np.searchsorted(ends, np.argmax(bad))),
+             "counts hold a character outside the COCO RLE alphabet ('0'..'o')")
+    c = u - np.uint8(48)
+    last = (c & 0x20) == 0  # this character ends a count
+    if not last[ends].all():
+        fail(int(np.argmax(~last[ends])), "counts end in the middle of a number (truncated?)")
+    gend = np.flatnonzero(last)
+    glen = np.diff(gend, prepend=-1)
     if glen.max() > 7:
-        fail(rec_of_char[gend[np.argmax(glen > 7)]], "holds a count too large for any image")
-    k = np.arange(c.size) - np.repeat(gstart, glen)
-    x = np.add.reduceat((c & 0x1F) << (5 * k), gstart)
-    x -= np.where((c[gend] & 0x10) != 0, np.left_shift(np.int64(1), 5 * glen), 0)
-    grec = rec_of_char[gend]
-    ngroups = np.bincount(grec, minlength=n)
-    gfirst = np.concatenate(([0], np.cumsum(ngroups)[:-1]))
-    m = np.arange(x.size) - gfirst[grec]
-    cnts = x.copy()
-    for parity in (0, 1):  # undo the delta coding: running sums along each record's even/odd chain
-        sel = np.flatnonzero((m >= 1) & (m % 2 == parity))
-        if sel.size:
-            _segmented_cumsum(x, sel, grec, cnts)
+        fail(int(np.searchsorted(ends, gend[np.argmax(glen > 7)])), "holds a count too large for any image")
+    gstart = gend - (glen - 1)
+    x = (c[gstart] & 0x1F).astype(np.int64)
+    for j in range(1, int(glen.max())):  # little-endian 5-bit digits; most counts have one or two
+        sel = np.flatnonzero(glen > j)
+        x[sel] |= (c[gstart[sel] + j] & 0x1F).astype(np.int64) << (5 * j)
+    neg = np.flatnonzero(c[gend] & 0x10)
+    x[neg] -= np.left_shift(np.int64(1), 5 * glen[neg])
+    gcum = np.searchsorted(gend, ends, side="right")  # counts up to the end of each record
+    ngroups = np.diff(gcum, prepend=0)
+    gfirst = gcum - ngroups
+    m = np.arange(x.size) - np.repeat(gfirst, ngroups)  # position of each count in its record
+    # undo the delta coding (count i >= 3 is stored minus count i-2): running sums along the even and odd
+    # chains of each record; in each global-parity stream a chain starts wherever m <= 2
+    cnts = np.empty_like(x)
+    head = m <= 2
+    for p in (0, 1):
+        v = x[p::2]
+        cs = np.cumsum(v)
+        hi = np.where(head[p::2], np.arange(v.size), 0)
+        np.maximum.accumulate(hi, out=hi)
+        cnts[p::2] = cs - (cs[hi] - v[hi])
     bad = (cnts < 0) | (cnts >= 2**32)
     if bad.any():
-        fail(grec[np.argmax(bad)], "holds a negative or out-of-range count")
+        fail(int(np.searchsorted(gcum, np.argmax(bad), side="right")), "holds a negative or out-of-range count")
     total = np.add.reduceat(cnts, gfirst)
     hw = sizes[:, 0] * sizes[:, 1]
     bad = total != hw
@@ -135,23 +149,13 @@ def parse_rle_counts(counts: Sequence[str], sizes: np.ndarray, where: str = "pre
         i = int(np.argmax(bad))
         fail(i, f"counts sum to {int(total[i])} pixels but its size {sizes[i, 0]}x{sizes[i, 1]} has {int(hw[i])}; "
                 "the RLE is corrupt or its size is wrong")
-    csum = np.cumsum(cnts)
-    offset = csum - cnts
-    offset -= offset[gfirst][grec]
-    fg = np.flatnonzero((m % 2 == 1) & (cnts > 0))
-    start, length, rrec = offset[fg], cnts[fg], grec[fg]
-    nruns = np.bincount(rrec, minlength=n)
-    area = np.bincount(rrec, weights=length, minlength=n).astype(np.int64)  # exact: sums < 2**53
-    return Runs(start, length, np.concatenate(([0], np.cumsum(nruns))), area)
-
-
-def _segmented_cumsum(x: np.ndarray, sel: np.ndarray, seg: np.ndarray, out: np.ndarray) -> None:
-    v = x[sel]
-    r = seg[sel]
-    cs = np.cumsum(v)
-    heads = np.flatnonzero(np.concatenate(([True], r[1:] != r[:-1])))
-    base = cs[heads] - v[heads]
-    out[sel] = cs - np.repeat(base, np.diff(np.concatenate((heads, [sel.size]))))
+    offset = np.cumsum(cnts) - cnts
+    offset -= np.repeat(offset[gfirst], ngroups)
+    isfg = ((m & 1) == 1) & (cnts > 0)
+    fg = np.flatnonzero(isfg)
+    nruns = np.add.reduceat(isfg.astype(np.int64), gfirst)
+    area = np.add.reduceat(np.where(isfg, cnts, 0), gfirst)
+    return Runs(offset[fg], cnts[fg], np.concatenate(([0], np.cumsum(nruns))), area)
 
 
 def runs_to_pixels(start: np.ndarray, length: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -331,7 +335,8 @@ def _check_records_slow(records: list, where: str):
         s = r.get("soft_area")
         if s is not None:
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-                raise DataError(f"{where}: record {i} (image '{image_id}'): soft_area {s!r} must be a finite number > 0")
+                raise DataError(f"{where}: record {i} (image '{image_id}'): soft_area {s!r} "
+                                "must be a finite number > 0")
             soft[i] = s
         ids[i], counts[i], scores[i] = image_id, seg["counts"], score
         sizes[i] = size

@@ -21,6 +21,7 @@ prediction x GT intersection matrix, and the ten thresholds of both criteria are
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 from pathlib import Path
@@ -39,6 +40,7 @@ EVALUATOR_VERSION = "1.0"
 
 
 def _threads() -> int:
+    """Worker processes: ``OBJGUIDED_THREADS``, else ``OMP_NUM_THREADS``, else the CPU count (1 = serial)."""
     for var in ("OBJGUIDED_THREADS", "OMP_NUM_THREADS"):
         v = os.environ.get(var, "")
         if v.isdigit() and int(v) > 0:
@@ -51,23 +53,35 @@ _JOBS: dict[int, object] = {}
 
 def _run_job(args):
     token, k = args
-    return _JOBS[token](k)
+    try:
+        return _JOBS[token](k)
+    except DataError as exc:  # returned, so that the parent raises the first error in input order
+        return exc
 
 
-def _map_images(fn, n: int) -> list:
-    """``[fn(k) for k in range(n)]``, on forked worker processes when there are several cores and enough
-    images (per-image work is GIL-bound numpy on small arrays and PNG decoding, so threads do not help).
-    Workers inherit the parsed predictions by fork; only small per-image results travel back."""
-    workers = min(_threads(), n // 8)
-    if workers < 2 or "fork" not in mp.get_all_start_methods():
-        return [fn(k) for k in range(n)]
+def _map_chunks(fn, n_items: int) -> list:
+    """Split ``range(n_items)`` into contiguous chunks and return ``[fn(lo, hi) for each chunk]``, on forked
+    worker processes when there are several cores and enough items (the per-image work is numpy on small
+    arrays and PNG decoding, which hold the GIL: threads do not help). Workers inherit the parsed JSON by
+    fork; only small per-image results travel back. DataErrors are raised in chunk order (deterministic)."""
+    workers = min(_threads(), n_items // 8)
+    if workers < 2 or "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return [fn(0, n_items)]
+    edges = np.linspace(0, n_items, 4 * workers + 1).round().astype(int)
+    chunks = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
     token = id(fn)
-    _JOBS[token] = fn
+    _JOBS[token] = lambda c: fn(*c)
+    gc.freeze()  # children's garbage collections then skip the inherited objects (no copy-on-write storm)
     try:
         with mp.get_context("fork").Pool(workers) as pool:
-            return pool.map(_run_job, [(token, k) for k in range(n)], chunksize=max(1, n // (8 * workers)))
+            out = pool.map(_run_job, [(token, c) for c in chunks], chunksize=1)
     finally:
+        gc.unfreeze()
         del _JOBS[token]
+    for r in out:
+        if isinstance(r, DataError):
+            raise r
+    return out
 
 
 def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_convention="inclusive",
@@ -93,12 +107,18 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
         img[i] = k
     perm = np.argsort(img, kind="stable")  # grouped by image, file order within
     img_s = img[perm]
-    runs = parse_rle_counts([counts[i] for i in perm], sizes[perm], where, index_of=perm)
-    check_nonempty(runs, [ids[i] for i in perm], where, index_of=perm)
     bounds = np.searchsorted(img_s, np.arange(len(sources) + 1))
     sizes_s, soft_s = sizes[perm], soft[perm]
 
-    def one_image(k: int):
+    def one_chunk(k0: int, k1: int) -> list:
+        """Images k0..k1-1: parse their records' RLE, then match each image."""
+        a0, b0 = int(bounds[k0]), int(bounds[k1])
+        sel = perm[a0:b0]
+        runs = parse_rle_counts([counts[i] for i in sel], sizes_s[a0:b0], where, index_of=sel)
+        check_nonempty(runs, [ids[i] for i in sel], where, index_of=sel)
+        return [one_image(k, runs, a0) for k in range(k0, k1)]
+
+    def one_image(k: int, runs, a0: int):
         image_id, path = sources[k]
         labels = read_label_map(path)
         a, b = int(bounds[k]), int(bounds[k + 1])
@@ -109,9 +129,9 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
                 raise DataError(f"{where}: record {int(perm[j])}: image '{image_id}': RLE size "
                                 f"{sizes_s[j, 0]}x{sizes_s[j, 1]} differs from its ground-truth label map "
                                 f"{labels.shape[0]}x{labels.shape[1]} ({path})")
-        r0, r1 = int(runs.first[a]), int(runs.first[b])
-        owner = np.repeat(np.arange(b - a), np.diff(runs.first[a:b + 1]))
-        pix, own = runs_to_pixels(runs.start[r0:r1], runs.length[r0:r1], owner)
+        first = runs.first[a - a0:b - a0 + 1]
+        r0, r1 = int(first[0]), int(first[-1])
+        pix, own = runs_to_pixels(runs.start[r0:r1], runs.length[r0:r1], np.repeat(np.arange(b - a), np.diff(first)))
         o = ap.overlaps(labels, pix, own, b - a, order="F")
         seg, dec, kept = ap.best_matches(o, box_convention=box_convention, mask_iou_mode=mask_iou,
                                          soft_area=soft_s[a:b])
@@ -120,7 +140,7 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
         return seg, dec, kept, o.gt_ids.size, dsb, coco
 
     n_img = len(sources)
-    results = _map_images(one_image, n_img)
+    results = [r for chunk in _map_chunks(one_chunk, n_img) for r in chunk]
 
     offsets = np.concatenate(([0], np.cumsum([r[3] for r in results]))).astype(np.int64)
     cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
@@ -172,6 +192,13 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
             "criteria": {"seg": "mask IoU > t", "dec": "box IoU >= t"},
             "gt_drop_rule": ap.GT_DROP_RULE, "match_rule": ap.MATCH_RULE,
             "no_gt": "AP = 0 when there is no kept GT object; AP = 0 with no predictions",
+            "extras": {
+                "coco_ap_seg": "COCO mask AP@[.5:.95] (101-point, area all), all GT objects, maxDets lifted "
+                               "above the largest per-image count; 0.0 with no predictions",
+                "dsb_score": "2018 DSB: per image mean over the thresholds of TP/(TP+FP+FN), one-to-one "
+                             "matching at binary mask IoU > t, all GT objects; 1.0 for an image with no GT "
+                             "and no prediction; mean over images",
+            },
         },
         "thresholds": [float(t) for t in thresholds],
         "ap_seg": ap_seg_l, "ap_dec": ap_dec_l,
