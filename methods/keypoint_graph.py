@@ -1,0 +1,352 @@
+"""``keypoint_graph``: Yi et al., "Multi-scale cell instance segmentation with keypoint graph based bounding
+boxes", MICCAI 2019 (a baseline of the TMI 2021 paper's Table I).
+
+The network (:mod:`methods._keypoint_graph_net`): a ResNet up to layer3, an unnormalised U-shaped
+decoder predicting, at four scales (input, /2, /4, /8), five keypoint maps (the box's four corners and
+its centre), short-range offsets (pixel -> its keypoint) and mid-range offsets (keypoint -> the same
+object's other keypoints, the 20 directed edges of the complete graph on 5 points); and a coarse-to-fine
+segmentation branch on integer crops of the raw backbone features. Targets and decoding are numpy
+(:mod:`methods._keypoint_graph_core`). See methods/README_keypoint_graph.md for every choice.
+
+**Training.** Per sample (seeded by ``(run seed, epoch)``, see :func:`objguided.engine.trainer.make_loader`):
+the authors' augmentation (photometric distortion, expand, horizontal and vertical flips), a stretch to
+``input_size`` x ``input_size`` (image bilinear, labels nearest), ``/255 - 0.5``; targets at each scale
+for the objects whose box there is more than ``min_extent`` px high and wide. Loss = sum over scales of
+BCE(kp) + L1(short)/R + 0.25 L1(mid)/R, plus the segmentation BCE at the ground-truth boxes. Adam with
+``lr * lr_decay ** max(0, epoch - lr_decay_start)`` (an optimizer hook, :class:`EpochDecay`: the shared
+trainer has no scheduler).
+
+**Inference** (batch 1): stretch to the input size, decode each scale (Hough voting, peaks, star
+grouping, box rules), merge the scales with box NMS, segment each box, paste the patch into an input-size
+canvas, resize it bilinearly to the original size and threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from methods import register
+from methods.base import Instance, Method
+from objguided.errors import ConfigError
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+
+
+@dataclass
+class KeypointGraphConfig:
+    # -- network --
+    backbone: str = "resnet50"  # resnet50 (the paper) | resnet34 | resnet18 (light: demo, tests)
+    pretrained: str | None = "imagenet"  # imagenet | a local .pth | null (from scratch)
+    head_kernel: int = 7  # kernel of both convs of every head (the code: 7)
+    head_width: int | None = None  # hidden width of the heads; null = the decoder level's width (the code)
+    radius: float = 5.0  # keypoint disc radius R (targets, loss normalisation, vote normalisation)
+    min_extent: int = 11  # keypoints at a scale only for boxes more than this many px high and wide there
+    inclusive_boxes: bool = False  # crop/paste include the box's last row/column (the code leaves it out)
+    # -- training --
+    epochs: int = 100
+    batch_size: int = 2
+    lr: float = 1e-4
+    lr_decay: float = 0.96  # per epoch
+    lr_decay_start: int = 1  # lr = lr * lr_decay ** max(0, epoch - start), epochs from 0 (the code's off-by-one)
+    weight_decay: float = 0.0
+    input_size: int = 512
+    max_steps: int | None = None  # stop after this many optimizer steps (short demo runs)
+    amp: bool = True  # float16 autocast, CUDA only
+    num_workers: int = 2
+    checkpoint_every: int = 5  # epochs (the code saves every 5 epochs) ...
+    checkpoint_min_seconds: float = 30.0  # ... and at least this long apart
+    log_every: int = 10
+    grad_clip: float | None = None
+    augment: bool = True  # photometric distortion, expand, flips (off: the stretched image only)
+    # -- inference --
+    sigma: float = 2.0  # Gaussian smoothing of the vote maps
+    peak_threshold: float = 0.004
+    match_radius: float = 6.0  # R + 1: a grouped keypoint lies within this of seed + mid offset
+    seed_exclusion: float = 10.0  # a seed this close to a group's keypoint of its type is discarded
+    nms_iou: float = 0.5
+    mask_threshold: float = 0.5
+    max_detections: int = 1000  # boxes segmented per image after NMS (the code: no cap)
+
+
+def check_config(cfg: KeypointGraphConfig, where: str = "methods.keypoint_graph") -> None:
+    """Check what ``make_config`` cannot: optional fields, allowed values and ranges."""
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{where}.{key}: {msg}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if cfg.backbone not in BACKBONES:
+        fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained):
+        fail("pretrained", f"expected 'imagenet', a weights file path or null, got {cfg.pretrained!r}")
+    if not is_int(cfg.head_kernel) or cfg.head_kernel < 1 or cfg.head_kernel % 2 == 0:
+        fail("head_kernel", f"expected an odd integer >= 1, got {cfg.head_kernel!r}")
+    if cfg.head_width is not None and (not is_int(cfg.head_width) or cfg.head_width < 1):
+        fail("head_width", f"expected null or an integer >= 1, got {cfg.head_width!r}")
+    for key, minimum in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("log_every", 1),
+                         ("num_workers", 0), ("min_extent", 0), ("lr_decay_start", 0), ("max_detections", 1)):
+        v = getattr(cfg, key)
+        if not is_int(v) or v < minimum:
+            fail(key, f"expected an integer >= {minimum}, got {v!r}")
+    if not is_int(cfg.input_size) or cfg.input_size < 32 or cfg.input_size % 16:
+        fail("input_size", f"expected a multiple of 16 (the backbone's stride) >= 32, got {cfg.input_size!r}")
+    if cfg.max_steps is not None and (not is_int(cfg.max_steps) or cfg.max_steps < 1):
+        fail("max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
+    for key in ("lr", "radius", "match_radius"):
+        if not (is_num(getattr(cfg, key)) and getattr(cfg, key) > 0):
+            fail(key, f"expected a number > 0, got {getattr(cfg, key)!r}")
+    for key in ("weight_decay", "sigma", "peak_threshold", "seed_exclusion", "checkpoint_min_seconds"):
+        if not (is_num(getattr(cfg, key)) and getattr(cfg, key) >= 0):
+            fail(key, f"expected a number >= 0, got {getattr(cfg, key)!r}")
+    if not (is_num(cfg.lr_decay) and 0 < cfg.lr_decay <= 1):
+        fail("lr_decay", f"expected a number in (0, 1], got {cfg.lr_decay!r}")
+    if not (is_num(cfg.nms_iou) and 0 < cfg.nms_iou <= 1):
+        fail("nms_iou", f"expected a number in (0, 1], got {cfg.nms_iou!r}")
+    if not (is_num(cfg.mask_threshold) and 0 < cfg.mask_threshold < 1):
+        fail("mask_threshold", f"expected a number in (0, 1), got {cfg.mask_threshold!r}")
+    if cfg.grad_clip is not None and not (is_num(cfg.grad_clip) and cfg.grad_clip > 0):
+        fail("grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
+
+
+def train_config(cfg: KeypointGraphConfig):
+    from objguided.engine.trainer import TrainConfig
+
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr),
+                       weight_decay=float(cfg.weight_decay), optimizer="adam", amp=cfg.amp,
+                       num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
+                       checkpoint_min_seconds=float(cfg.checkpoint_min_seconds), max_steps=cfg.max_steps,
+                       log_every=cfg.log_every, grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip))
+
+
+def net_config(cfg: KeypointGraphConfig) -> dict:
+    return {"backbone": cfg.backbone, "pretrained": cfg.pretrained, "head_kernel": cfg.head_kernel,
+            "head_width": cfg.head_width, "radius": float(cfg.radius), "inclusive_boxes": cfg.inclusive_boxes}
+
+
+def rgb3(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    return image[..., :3]
+
+
+# ---------------------------------------------------------------------------------------------------
+# training data
+
+
+def augment_sample(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' augmentation on (float32 HxWx3 in 0..255, int label map): brightness +-32 (p 0.5),
+    contrast x U(0.5, 1.5) (p 0.5), a random channel permutation (p 0.5), clipped to 0..255; expand
+    (p 0.5: a black canvas of int(ratio * side), ratio U(1, 2), the image at a random integer offset);
+    horizontal and vertical flips (p 0.5 each)."""
+    img = image.astype(np.float32)
+    if rng.random() < 0.5:
+        img = img + np.float32(rng.uniform(-32, 32))
+    if rng.random() < 0.5:
+        img = img * np.float32(rng.uniform(0.5, 1.5))
+    if rng.random() < 0.5:
+        img = img[..., rng.permutation(3)]
+    img = np.clip(img, 0, 255)
+    if rng.random() < 0.5:
+        h, w = labels.shape
+        ratio = rng.uniform(1, 2)
+        y0, x0 = int(rng.uniform(0, h * ratio - h)), int(rng.uniform(0, w * ratio - w))
+        big_h, big_w = max(int(h * ratio), y0 + h), max(int(w * ratio), x0 + w)
+        canvas = np.zeros((big_h, big_w, 3), np.float32)
+        canvas[y0:y0 + h, x0:x0 + w] = img
+        lab = np.zeros((big_h, big_w), labels.dtype)
+        lab[y0:y0 + h, x0:x0 + w] = labels
+        img, labels = canvas, lab
+    if rng.random() < 0.5:
+        img, labels = img[:, ::-1], labels[:, ::-1]
+    if rng.random() < 0.5:
+        img, labels = img[::-1], labels[::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(labels)
+
+
+def build_targets(labels: np.ndarray, cfg: KeypointGraphConfig) -> dict:
+    """Targets of one input-frame label map [S, S]: per scale (heat, short, mid), the segmentation
+    objects' boxes (extents over 2 px, as the code) and ids, and the label map."""
+    from methods._keypoint_graph_core import keypoint_targets, label_boxes, scale_keypoints
+    from methods._keypoint_graph_net import SCALES
+
+    size = labels.shape[0]
+    scales = []
+    for s in SCALES:
+        kps = scale_keypoints(labels, s, cfg.min_extent)
+        n = -(-size // s)
+        scales.append(keypoint_targets(kps, n, n, cfg.radius))
+    ids, boxes = label_boxes(labels)
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 2) & ((boxes[:, 3] - boxes[:, 1]) > 2)
+    return {"scales": scales, "ids": ids[keep], "boxes": boxes[keep].astype(np.float32), "labels": labels}
+
+
+class TrainSamples:
+    """Torch-style dataset over in-memory (image, labels) pairs, indexed by ``(index, sample_seed)``."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: KeypointGraphConfig):
+        self.pairs, self.cfg = pairs, cfg
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, item):
+        import torch
+
+        from objguided.models.preprocess import prepare
+
+        index, seed = item
+        image, labels = self.pairs[index]
+        img, lab = rgb3(image).astype(np.float32), np.asarray(labels, np.int32)
+        if self.cfg.augment:
+            img, lab = augment_sample(img, lab, np.random.default_rng(seed))
+        tensor, frame = prepare(img, self.cfg.input_size, mode="stretch")
+        lab = frame.labels_to_input(lab)
+        t = build_targets(lab, self.cfg)
+        return tensor, {
+            "scales": [tuple(torch.from_numpy(a) for a in sc) for sc in t["scales"]],
+            "labels": torch.from_numpy(lab.astype(np.int64)),
+            "boxes": torch.from_numpy(t["boxes"]),
+            "ids": torch.from_numpy(t["ids"]),
+        }
+
+
+def collate(batch):
+    import torch
+
+    images = torch.stack([b[0] for b in batch])
+    tg = [b[1] for b in batch]
+    scales = [tuple(torch.stack([t["scales"][s][k] for t in tg]) for k in range(3))
+              for s in range(len(tg[0]["scales"]))]
+    return images, {"scales": scales, "labels": torch.stack([t["labels"] for t in tg]),
+                    "boxes": [t["boxes"] for t in tg], "ids": [t["ids"] for t in tg]}
+
+
+def loss_fn(model, batch):
+    images, targets = batch
+    return model.loss(images, targets)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the method
+
+
+@register
+class KeypointGraph(Method):
+    """Keypoint Graph (Yi et al., MICCAI 2019): multi-scale keypoint-graph boxes + box-guided segmentation."""
+
+    name = "keypoint_graph"
+    Config = KeypointGraphConfig
+    uses_gpu = True
+
+    def make_config(self, overrides: dict[str, Any] | None = None) -> KeypointGraphConfig:
+        cfg = super().make_config(overrides)
+        check_config(cfg, where=f"methods.{self.name}")
+        return cfg
+
+    def train(self, train_set, val_set, cfg: KeypointGraphConfig, workdir: Path, device: str) -> dict:
+        import torch
+
+        from methods._keypoint_graph_net import EpochDecay, KeypointGraphNet
+        from objguided.engine.trainer import fit, make_loader
+
+        check_config(cfg, where=f"methods.{self.name}")
+        tcfg = train_config(cfg)
+        seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
+        pairs = [(s.image, s.labels) for s in train_set]
+        if not pairs:
+            raise ConfigError(f"methods.{self.name}: the train split of {train_set.root} is empty")
+        data = TrainSamples(pairs, cfg)
+        ncfg = net_config(cfg)
+        net = KeypointGraphNet(**ncfg)
+        decay = EpochDecay(net, cfg.lr, cfg.lr_decay, cfg.lr_decay_start)
+        batches = decay.wrap(lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,
+                                                       num_workers=tcfg.num_workers, collate_fn=collate))
+        workdir = Path(workdir) if workdir is not None else Path.cwd()
+        run_key = {"method": self.name, "config": dataclasses.asdict(cfg), "seed": seed,
+                   "train_ids": list(getattr(train_set, "ids", []))}
+        with decay:
+            net = fit(net, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        return {"model": state, "net_config": ncfg, "weights_source": net.backbone.weights_source,
+                "train_config": dataclasses.asdict(tcfg)}
+
+    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: KeypointGraphConfig,
+                device: str) -> Iterator[list[Instance]]:
+        net = build_net(state, device)
+        yield from predict_with(net, images, cfg, device)
+
+
+def build_net(state: dict, device: str):
+    """The trained network of a state (nothing downloaded), in eval mode."""
+    from methods._keypoint_graph_net import KeypointGraphNet
+
+    if not isinstance(state, dict) or "model" not in state or "net_config" not in state:
+        raise ConfigError("methods.keypoint_graph: the model file holds no keypoint_graph state; re-run training")
+    net = KeypointGraphNet(**{**state["net_config"], "pretrained": None})
+    net.load_state_dict(state["model"])
+    return net.to(device).eval()
+
+
+def detect_boxes(net, out: dict, cfg: KeypointGraphConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes [n, 4] (input pixels) and scores of batch item 0 of a forward pass: every scale decoded,
+    scaled to input pixels, merged by NMS (descending score, at most ``max_detections``)."""
+    import torch
+
+    from methods._keypoint_graph_core import decode_scale, nms
+    from methods._keypoint_graph_net import SCALES
+
+    boxes, scores = [], []
+    for s, (kp_l, short, mid) in zip(SCALES, out["scales"]):
+        kp = torch.sigmoid(kp_l[0].float()).cpu().numpy()
+        b, sc = decode_scale(kp, short[0].float().cpu().numpy(), mid[0].float().cpu().numpy(), cfg.radius,
+                             cfg.sigma, cfg.peak_threshold, cfg.match_radius, cfg.seed_exclusion)
+        boxes.append(b * s)
+        scores.append(sc)
+    boxes, scores = np.concatenate(boxes), np.concatenate(scores)
+    keep = nms(boxes, scores, cfg.nms_iou)[: cfg.max_detections]
+    return boxes[keep], scores[keep]
+
+
+def predict_with(net, images: Iterable[np.ndarray], cfg: KeypointGraphConfig, device: str) -> Iterator[list[Instance]]:
+    """Batch-1 inference of a built network."""
+    import torch
+
+    from objguided.models.preprocess import prepare
+
+    for image in images:
+        instances = []
+        with torch.inference_mode():
+            tensor, frame = prepare(rgb3(image), cfg.input_size, mode="stretch")
+            out = net(tensor[None].to(device))
+            boxes, scores = detect_boxes(net, out, cfg)
+            h, w = frame.orig_h, frame.orig_w
+            for box, score in zip(boxes, scores):
+                res = net.segment(out["seg_feats"], 0, box)
+                if res is None:
+                    continue
+                logits, (y1, _, x1, _) = res
+                prob = torch.sigmoid(logits.float()).cpu().numpy()
+                win, oy, ox = frame.window_to_orig(prob, y1, x1, "bilinear")
+                fg = win >= cfg.mask_threshold
+                if not fg.any():
+                    continue
+                mask = np.zeros((h, w), bool)
+                mask[oy:oy + fg.shape[0], ox:ox + fg.shape[1]] = fg
+                instances.append(Instance(mask=mask, score=float(score)))
+        yield instances
+
+
+__all__ = ["KeypointGraph", "KeypointGraphConfig", "check_config", "train_config", "net_config", "TrainSamples",
+           "augment_sample", "build_targets", "collate", "build_net", "detect_boxes", "predict_with"]
