@@ -1,0 +1,349 @@
+"""Shared plumbing of the dense (per-pixel) baselines ``dcan`` and ``cosine_embedding``.
+
+Not a method (the leading underscore keeps it out of the registry). It holds what the two have in common:
+
+- **Training fields** (:class:`DenseTrainFields`, the first fields of both configs) and their checks,
+  mapped onto the shared trainer's :class:`~objguided.engine.trainer.TrainConfig`.
+- **Input** (:func:`prepare_image`): gray repeated to 3 channels, optionally blurred (Gaussian,
+  ``input_sigma`` px), then *standardised per image* (zero mean, unit variance over all its pixels and
+  channels), so fluorescence (dark background) and stained (light background) images reach the
+  network on the same scale. Padding (for the networks' stride) is zeros, i.e. the image's mean.
+- **Training samples** (:class:`DenseSamples`), indexed ``(index, sample_seed)`` as the trainer's
+  :func:`~objguided.engine.trainer.make_loader` wants: a random square crop of side ``input_size * f``
+  (``f`` drawn from ``crop_scales``; the pixel scale stays near 1 because these fully convolutional
+  networks predict at the image's own resolution) resampled to ``input_size`` (bilinear image, nearest
+  labels, the outside is 0 = the mean), then a random element of the dihedral group (flips, transpose)
+  and a small intensity jitter (gain 0.8-1.2, offset +-0.2 standard deviations). ``augment = False``:
+  the whole image letterboxed to ``input_size``, nothing random. The method turns the cropped label map
+  into its targets (``make_targets(labels, rng)``).
+- **Tuning** (:func:`tune`): the network runs once per val image; a grid of post-processing parameters
+  is scored on those maps with :func:`methods.watershed.proxy_score` (the mean over IoU 0.5:0.95 of
+  TP / (TP + FP + FN), a fast proxy for APseg) and the best is kept (first in grid order on ties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from objguided.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
+TUNE_ON = ("val", "none")
+
+
+@dataclass
+class DenseTrainFields:
+    """The training fields both dense baselines share (the first fields of their configs)."""
+
+    epochs: int = 100000  # an upper bound: max_steps is the budget
+    max_steps: int | None = 40000  # optimizer steps in all
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9) | nadam (needs the trainer to offer it)
+    lr_milestones: list = field(default_factory=list)  # steps at which lr *= lr_gamma (needs trainer support)
+    lr_gamma: float = 0.1
+    input_size: int = 256  # training crop side, px
+    augment: bool = True
+    crop_scales: list = field(default_factory=lambda: [0.8, 0.9, 1.0, 1.1, 1.25])
+    input_sigma: float = 0.0  # Gaussian blur of the input, px (train and predict)
+    amp: bool = True  # CUDA only
+    num_workers: int = 0
+    checkpoint_every: int = 1
+    checkpoint_min_seconds: float = 30.0
+    log_every: int = 10
+    grad_clip: float | None = None
+    progress: bool = True  # tqdm bar
+    # -- tuning of the post-processing on the val split --
+    tune_on: str = "val"  # val | none (keep the configured post-processing parameters)
+    max_tune_images: int = 16  # 0 = all val images
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def fail(where: str, key: str, msg: str):
+    raise ConfigError(f"{where}.{key}: {msg}")
+
+
+def check_number_list(cfg, key: str, where: str, *, kind: type = float, minimum: float | None = None,
+                      maximum: float | None = None, open_low: bool = False, allow_empty: bool = False) -> None:
+    values = getattr(cfg, key)
+    if not isinstance(values, (list, tuple)) or (not values and not allow_empty):
+        fail(where, key, f"expected a {'' if allow_empty else 'non-empty '}list, got {values!r}")
+    for v in values:
+        ok = _is_int(v) if kind is int else _is_num(v)
+        if ok and minimum is not None:
+            ok = v > minimum if open_low else v >= minimum
+        if ok and maximum is not None:
+            ok = v <= maximum
+        if not ok:
+            rng = (f" {'>' if open_low else '>='} {minimum}" if minimum is not None else "") + \
+                  (f", <= {maximum}" if maximum is not None else "")
+            fail(where, key, f"expected {kind.__name__} values{rng}, got {v!r}")
+
+
+def check_train_fields(cfg: DenseTrainFields, where: str, multiple: int) -> None:
+    """Check the shared training fields; ``input_size`` must be a multiple of the network's ``multiple``."""
+    for key, minimum in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("log_every", 1),
+                         ("num_workers", 0), ("max_tune_images", 0)):
+        v = getattr(cfg, key)
+        if not _is_int(v) or v < minimum:
+            fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
+    if cfg.max_steps is not None and (not _is_int(cfg.max_steps) or cfg.max_steps < 1):
+        fail(where, "max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
+    if not _is_int(cfg.input_size) or cfg.input_size < multiple or cfg.input_size % multiple:
+        fail(where, "input_size", f"expected a multiple of {multiple} (the network's stride), got {cfg.input_size!r}")
+    if not (_is_num(cfg.lr) and cfg.lr > 0):
+        fail(where, "lr", f"expected a number > 0, got {cfg.lr!r}")
+    for key in ("weight_decay", "checkpoint_min_seconds", "input_sigma"):
+        v = getattr(cfg, key)
+        if not (_is_num(v) and v >= 0):
+            fail(where, key, f"expected a number >= 0, got {v!r}")
+    if not (_is_num(cfg.lr_gamma) and cfg.lr_gamma > 0):
+        fail(where, "lr_gamma", f"expected a number > 0, got {cfg.lr_gamma!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        fail(where, "optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    check_number_list(cfg, "lr_milestones", where, kind=int, minimum=1, allow_empty=True)
+    check_number_list(cfg, "crop_scales", where, minimum=0, open_low=True)
+    if cfg.grad_clip is not None and not (_is_num(cfg.grad_clip) and cfg.grad_clip > 0):
+        fail(where, "grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
+    if cfg.tune_on not in TUNE_ON:
+        fail(where, "tune_on", f"expected one of {', '.join(TUNE_ON)}, got {cfg.tune_on!r}")
+    # features the shared trainer may not offer (yet): say so before any work is done
+    from objguided.engine import trainer
+
+    if cfg.optimizer not in trainer.OPTIMIZERS:
+        fail(where, "optimizer", f"'{cfg.optimizer}' is not offered by the shared trainer "
+             f"(objguided.engine.trainer.OPTIMIZERS = {', '.join(trainer.OPTIMIZERS)})")
+    if cfg.lr_milestones and "lr_milestones" not in {f.name for f in dataclasses.fields(trainer.TrainConfig)}:
+        fail(where, "lr_milestones", "a step schedule needs TrainConfig.lr_milestones/lr_gamma in the shared "
+             "trainer, which it does not offer yet; use [] (constant learning rate)")
+
+
+def train_config(cfg: DenseTrainFields):
+    """The shared trainer's TrainConfig for a dense baseline's config."""
+    from objguided.engine.trainer import TrainConfig
+
+    kwargs = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr),
+                  weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer, amp=cfg.amp,
+                  num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
+                  checkpoint_min_seconds=float(cfg.checkpoint_min_seconds), max_steps=cfg.max_steps,
+                  log_every=cfg.log_every, grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip),
+                  progress=cfg.progress)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if cfg.lr_milestones and "lr_milestones" in names:  # forward-compatible with a step schedule
+        kwargs.update(lr_milestones=[int(m) for m in cfg.lr_milestones], lr_gamma=float(cfg.lr_gamma))
+    return TrainConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# input
+
+
+def prepare_image(image: np.ndarray, sigma: float = 0.0) -> np.ndarray:
+    """uint8 HxW or HxWx3 -> float32 HxWx3, (optionally blurred and) standardised per image."""
+    img = image.astype(np.float32)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    elif img.shape[2] > 3:
+        img = img[..., :3]
+    if sigma > 0:
+        img = ndi.gaussian_filter(img, (sigma, sigma, 0))
+    std = float(img.std())
+    return ((img - float(img.mean())) / (std if std > 1e-6 else 1.0)).astype(np.float32)
+
+
+def to_tensor(img: np.ndarray):
+    """float32 HxWxC -> torch [C, H, W]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def pad_to_multiple(x, multiple: int):
+    """Zero-pad a [B, C, H, W] tensor at the bottom/right to multiples of ``multiple``; returns (x, (H, W))."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x, (h, w)
+
+
+# ---------------------------------------------------------------------------------------------------
+# training samples
+
+
+def crop_window(height: int, width: int, size: int, rng: np.random.Generator | None, scales: Sequence[float],
+                augment: bool) -> tuple[float, float, float]:
+    """(side, cx, cy) of the square to resample to ``size`` px."""
+    if not augment or rng is None:
+        return float(max(height, width)), width / 2, height / 2
+    side = size * float(rng.choice(np.asarray(scales, float)))
+
+    def centre(n: int) -> float:
+        lo, hi = min(side / 2, n / 2), max(n - side / 2, n / 2)
+        return float(rng.uniform(lo, hi))
+
+    return side, centre(width), centre(height)
+
+
+def random_sample(img: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator | None,
+                  scales: Sequence[float], augment: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample (float32 [S, S, C] image, int32 [S, S] labels) of a prepared image."""
+    from objguided.data.augment import warp_crop
+
+    side, cx, cy = crop_window(*img.shape[:2], size, rng, scales, augment)
+    out = warp_crop(img, side, cx, cy, size, order=1)
+    lab = warp_crop(labels.astype(np.int32), side, cx, cy, size, order=0)
+    if augment and rng is not None:
+        if rng.random() < 0.5:
+            out, lab = out[:, ::-1], lab[:, ::-1]
+        if rng.random() < 0.5:
+            out, lab = out[::-1], lab[::-1]
+        if rng.random() < 0.5:
+            out, lab = out.transpose(1, 0, 2), lab.T
+        out = out * float(rng.uniform(0.8, 1.2)) + float(rng.uniform(-0.2, 0.2))
+    return np.ascontiguousarray(out, np.float32), np.ascontiguousarray(lab, np.int32)
+
+
+class DenseSamples:
+    """A torch-style dataset over in-memory (image, labels) pairs, indexed by ``(index, sample_seed)``.
+
+    Each item: (image tensor [3, S, S], dict of target tensors from ``make_targets(labels, rng)``).
+    """
+
+    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], cfg: DenseTrainFields,
+                 make_targets: Callable[[np.ndarray, np.random.Generator], dict]):
+        self.images = [prepare_image(image, cfg.input_sigma) for image, _ in pairs]
+        self.labels = [np.asarray(labels, np.int32) for _, labels in pairs]
+        self.cfg, self.make_targets = cfg, make_targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        rng = np.random.default_rng(seed)
+        img, lab = random_sample(self.images[index], self.labels[index], self.cfg.input_size, rng,
+                                 self.cfg.crop_scales, self.cfg.augment)
+        return img, lab, rng
+
+    def __getitem__(self, item):
+        import torch
+
+        index, seed = item
+        img, lab, rng = self.sample(index, seed)
+        targets = self.make_targets(lab, rng)
+        return to_tensor(img), {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in targets.items()}
+
+
+def collate(batch):
+    import torch
+
+    images = torch.stack([b[0] for b in batch])
+    keys = batch[0][1].keys()
+    return images, {k: torch.stack([b[1][k] for b in batch]) for k in keys}
+
+
+def fit_dense(net, samples: DenseSamples, loss_fn, cfg: DenseTrainFields, workdir: Path | None, device: str,
+              run_key: dict):
+    """Train ``net`` with the shared trainer on ``samples`` (resumable in ``workdir``); returns it in eval mode."""
+    import torch
+
+    from objguided.engine.trainer import fit, make_loader
+
+    tcfg = train_config(cfg)
+    seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
+    batches = lambda epoch: make_loader(samples, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
+                                        num_workers=tcfg.num_workers, collate_fn=collate)
+    workdir = Path(workdir) if workdir is not None else Path.cwd()
+    return fit(net, batches, loss_fn, tcfg, workdir, device, run_key={**run_key, "seed": seed}), tcfg
+
+
+# ---------------------------------------------------------------------------------------------------
+# post-processing helpers and val tuning
+
+
+def relabel(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """Drop objects of fewer than ``min_size`` pixels and renumber the rest 1..n (int32)."""
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= max(int(min_size), 1)
+    keep[0] = False
+    lut = np.zeros(sizes.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1)
+    return lut[labels]
+
+
+def tune_images(val_set, max_images: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``max_images`` (0 = all) evenly spaced (image, labels) pairs of the val split."""
+    if val_set is None or len(val_set) == 0:
+        return []
+    idx = list(range(len(val_set)))
+    if max_images and len(idx) > max_images:
+        idx = np.linspace(0, len(idx) - 1, max_images).round().astype(int).tolist()
+    return [(val_set[i].image, val_set[i].labels) for i in idx]
+
+
+def grid(spec: dict[str, Sequence]) -> list[dict]:
+    """Every combination of the lists in ``spec`` (insertion order), duplicates in a list removed."""
+    keys = list(spec)
+    values = [list(dict.fromkeys(spec[k])) for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def tune(maps: Sequence[Any], truths: Sequence[np.ndarray], combos: list[dict],
+         segment: Callable[[Any, dict], Any], finish_combos: list[dict] | None = None,
+         finish: Callable[[Any, Any, dict], np.ndarray] | None = None) -> tuple[dict, float, list[dict], float]:
+    """Score every combination on the val maps; returns (best params, best score, table, seconds).
+
+    ``segment(map, params)`` gives a label map, or, when ``finish`` is given, an intermediate result that
+    ``finish(map, intermediate, finish_params)`` turns into a label map for each of ``finish_combos``
+    (the costly step runs once per combination of ``combos``). The best is the first maximum in grid order.
+    """
+    from methods.watershed import proxy_score
+
+    t0 = time.perf_counter()
+    finals = finish_combos if finish is not None else [{}]
+    table = [{**c, **f} for c in combos for f in finals]
+    scores = np.zeros(len(table))
+    for m, truth in zip(maps, truths):
+        k = 0
+        for params in combos:
+            out = segment(m, params)
+            for extra in finals:
+                labels = out if finish is None else finish(m, out, extra)
+                scores[k] += proxy_score(labels, truth)
+                k += 1
+    scores /= max(len(maps), 1)
+    best = int(np.argmax(scores))
+    rows = [{**row, "proxy_score": float(v)} for row, v in zip(table, scores)]
+    return table[best], float(scores[best]), rows, time.perf_counter() - t0
+
+
+def write_tuning(workdir: Path | None, name: str, record: dict) -> None:
+    if workdir is None:
+        return
+    from objguided.engine.atomic import write_json
+
+    write_json(Path(workdir) / name, record)
+
+
+__all__ = ["DenseTrainFields", "DenseSamples", "check_train_fields", "check_number_list", "train_config",
+           "prepare_image", "to_tensor", "pad_to_multiple", "random_sample", "collate", "fit_dense", "relabel",
+           "tune_images", "grid", "tune", "write_tuning"]
