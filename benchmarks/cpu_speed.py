@@ -1,0 +1,150 @@
+"""CPU images per second at 512x512, batch 1, whole inference: Ours (ResNet-50) against Mask R-CNN R50-FPN.
+
+    .venv/bin/python benchmarks/cpu_speed.py              # records benchmarks/results/cpu_speed.md
+    .venv/bin/python benchmarks/cpu_speed.py --images 4 --detections 100
+
+Both networks are untrained (no weights can be downloaded here), so the number of detections is forced
+to be realistic and equal-ish for the two:
+
+- **Ours**: the paper's inference path (letterbox to 512, ``detect``, ``to_instances`` with mask NMS)
+  with the score threshold at 0 and top-K = ``--detections``, so exactly K heatmap peaks become
+  detections; the untrained size head would give boxes of about 0 px (no ROI at all), so its output is
+  replaced by a fixed random map of box sizes uniform in 8-40 px (the nuclei range of DSB2018; seeded),
+  which gives the ROI branch K ROIs of varied sizes, as on real data.
+- **Mask R-CNN**: torchvision's ``maskrcnn_resnet50_fpn`` (2 classes, images resized to 512,
+  ``box_detections_per_img`` = ``--detections``); its untrained box scores (~0.5) pass the default
+  0.05 threshold, so it returns up to K detections after its box NMS; masks pasted at full size and
+  thresholded at 0.5 (part of the timing).
+
+Synthetic 512x512 nuclei images; the two methods are timed alternately image by image (the machine is
+shared: alternating spreads load spikes over both), first image dropped, FPS = 1 / mean seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SIZE_RANGE_PX = (8.0, 40.0)
+
+
+class _ForcedSizes(nn.Module):
+    """Wraps the detection heads: ``wh`` replaced by a fixed random map (box sizes in heatmap cells)."""
+
+    def __init__(self, heads: nn.Module, seed: int = 0):
+        super().__init__()
+        self.heads, self.seed, self.cache = heads, seed, {}
+
+    def forward(self, x):
+        out = self.heads(x)
+        shape = tuple(out["wh"].shape)
+        if shape not in self.cache:
+            g = torch.Generator().manual_seed(self.seed)
+            lo, hi = (s / 4 for s in SIZE_RANGE_PX)
+            self.cache[shape] = (lo + (hi - lo) * torch.rand(shape, generator=g)).to(out["wh"])
+        out["wh"] = self.cache[shape]
+        return out
+
+
+def forced_ours(device: str, top_k: int = 100, backbone: str = "resnet50", size: int = 512, refine: bool = True):
+    """A predictor image -> instances of an untrained network with ``top_k`` forced detections."""
+    from methods.objguided import ObjGuidedConfig, predict_with
+    from objguided.models.config import ModelConfig
+    from objguided.models.network import ObjGuidedNet
+
+    torch.manual_seed(0)
+    net = ObjGuidedNet(ModelConfig(backbone=backbone, pretrained=None, refine=refine))
+    net.heads = _ForcedSizes(net.heads)
+    net = net.to(device).eval()
+    cfg = ObjGuidedConfig(backbone=backbone, pretrained=None, input_size=size, score_threshold=0.0, top_k=top_k)
+    return lambda image: next(predict_with(net, [image], cfg, device))
+
+
+def mask_rcnn(device: str, detections: int = 500, size: int = 512):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=2, box_detections_per_img=detections,
+        min_size=size, max_size=size)
+    return model.to(device).eval()
+
+
+def mask_rcnn_instances(model, image: np.ndarray, device: str) -> list[tuple[np.ndarray, float]]:
+    """Whole Mask R-CNN inference of one uint8 image: (bool mask at the image's size, score) per object."""
+    img = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.array(img, np.uint8, copy=True)).to(device).permute(2, 0, 1).float() / 255
+        out = model([x])[0]
+        masks = (out["masks"][:, 0] > 0.5).cpu().numpy()
+        scores = out["scores"].cpu().numpy()
+    return list(zip(masks, scores.tolist()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=6, help="images timed per method (+1 dropped)")
+    ap.add_argument("--detections", type=int, nargs="+", default=[100, 500])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cpu_speed.md"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from objguided.data.synthetic import generate
+
+    images = [im for _, im, _ in generate("nuclei", args.images + 1, 512, seed=0)]
+    device = "cpu"
+    rows = []
+    for k in args.detections:
+        predictors = {"Ours (ResNet-50, W. Refine)": forced_ours(device, top_k=k),
+                      "Mask R-CNN R50-FPN (torchvision)": (lambda m: (lambda im: mask_rcnn_instances(m, im, device)))(
+                          mask_rcnn(device, detections=k))}
+        seconds = {name: [] for name in predictors}
+        counts = {name: [] for name in predictors}
+        for image in images:
+            for name, predict in predictors.items():
+                t0 = time.perf_counter()
+                found = predict(image)
+                seconds[name].append(time.perf_counter() - t0)
+                counts[name].append(len(found))
+        fps = {name: 1.0 / float(np.mean(s[1:])) for name, s in seconds.items()}
+        for name in predictors:
+            rows.append((k, name, fps[name], float(np.mean(seconds[name][1:])), float(np.mean(counts[name][1:]))))
+            print(f"K={k:4d}  {name:36s} {fps[name]:6.3f} img/s  ({np.mean(seconds[name][1:]):.2f} s/img, "
+                  f"{np.mean(counts[name][1:]):.0f} instances/img)", flush=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n## {stamp}: cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, {args.images} images timed (+1 dropped), 512x512 synthetic nuclei\n",
+             "| detections (K) | method | images / s | s / image | instances / image (after NMS) |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {k} | {name} | {f:.3f} | {s:.2f} | {n:.0f} |" for k, name, f, s, n in rows]
+    for k in args.detections:
+        ours = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Ours")][0]
+        mr = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Mask")][0]
+        lines.append(f"\nK = {k}: Ours / Mask R-CNN = **{ours / mr:.2f}x**")
+    text = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    if not out.exists():
+        out.write_text("# CPU speed: Ours vs Mask R-CNN (benchmarks/cpu_speed.py)\n\n"
+                       "Goal: Ours at least 2x Mask R-CNN's images per second. See the script's docstring for how "
+                       "realistic detections are obtained from untrained networks. Each run appends a section.\n")
+    with out.open("a") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,297 @@
+"""``objguided``: the paper's method (Yi et al., TMI 2021), with and without auxiliary feature refinement.
+
+The network, its targets, pre- and post-processing live in :mod:`objguided.models` (see
+objguided/models/README.md); the training loop is the shared :func:`objguided.engine.trainer.fit`. This
+module maps a flat, typed config onto those two, and the canonical data onto the network's inputs:
+
+**Training.** Every train image is read into memory once. Each sample is drawn with its own seed (order
+and seeds depend only on the run's seed and the epoch, so a resumed run sees the same batches): the
+paper's augmentation (:mod:`objguided.data.augment`: random square crop of side ``max(W, H) * {0.6,
+..., 1.3}`` warped to ``input_size``, horizontal flip), gray images repeated to three channels, the
+channels reversed when ``faithful_to == "code"`` (the authors' code feeds OpenCV's BGR to RGB weights),
+normalisation ``/255 - 0.5`` (:func:`objguided.models.preprocess.prepare`), then
+:func:`~objguided.models.targets.build_targets`. Adam over every parameter, constant learning rate. The
+run's seed is the torch seed the harness set before calling ``train`` (``torch.initial_seed()``).
+
+**Inference** (batch 1, the paper's FPS protocol): ``prepare`` (letterbox for ``faithful_to ==
+"paper"``, stretch to a square for ``"code"``), ``detect`` (peak NMS, top-K, score threshold), then
+``to_instances`` (ROI masks splatted and thresholded, brought back to the image's size, mask NMS at
+``mask_nms_iou``); each instance carries its soft area for the evaluator's ``soft_area`` IoU option
+(``"code"`` only).
+
+The state kept is ``{"model": state_dict, "model_config": asdict(ModelConfig), "train_config": ...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from methods import register
+from methods.base import Instance, Method
+from objguided.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FAITHFUL_TO = ("paper", "code")
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+
+
+@dataclass
+class ObjGuidedConfig:
+    # -- network (objguided.models.config.ModelConfig) --
+    backbone: str = "resnet50"  # resnet50 (paper) | resnet34 | resnet18 (light, demo)
+    pretrained: str | None = "imagenet"  # imagenet | a local .pth path | null (scratch)
+    refine: bool = True  # auxiliary feature refinement (training only)
+    k: float = 3.0  # refinement: k*N random points per ROI ...
+    beta: float = 0.75  # ... of which the floor(beta*N) most uncertain are kept
+    points_divisor: int = 8  # N = H*W // points_divisor
+    max_objects: int = 500  # detection targets per image
+    clamp_heatmap: bool = True  # clamp the heatmap sigmoid in the focal loss (the code does not)
+    batch_rois: bool = True  # exact speed-up: same-size ROIs in one batch
+    # -- training (objguided.engine.trainer.TrainConfig) --
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1.25e-4
+    weight_decay: float = 0.0
+    input_size: int = 512
+    max_steps: int | None = None  # stop after this many steps (short demo runs)
+    amp: bool = True  # mixed precision, CUDA only
+    num_workers: int = 4
+    checkpoint_every: int = 1  # epochs ...
+    checkpoint_min_seconds: float = 30.0  # ... and at least this long apart (tiny data sets: 1-step epochs)
+    log_every: int = 10
+    grad_clip: float | None = None
+    augment: bool = True  # the paper's crop + flip; off = the whole image letterboxed, no flip
+    crop_scales: list = field(default_factory=lambda: [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
+    # -- inference --
+    faithful_to: str = "paper"  # paper | code (the authors' code path: BGR, stretch, unnormalised splat, ...)
+    threshold: float | None = None  # mask threshold; null = 0.5 (paper) / 0.53 (code)
+    score_threshold: float = 0.3
+    top_k: int = 500
+    mask_nms_iou: float = 0.2
+
+
+def check_config(cfg: ObjGuidedConfig, where: str = "methods.objguided") -> None:
+    """Check what ``make_config`` cannot (optional fields, allowed values, ranges)."""
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{where}.{key}: {msg}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if cfg.backbone not in BACKBONES:
+        fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained):
+        fail("pretrained", f"expected 'imagenet', a weights file path or null, got {cfg.pretrained!r}")
+    if cfg.faithful_to not in FAITHFUL_TO:
+        fail("faithful_to", f"expected one of {', '.join(FAITHFUL_TO)}, got {cfg.faithful_to!r}")
+    if not (is_num(cfg.k) and cfg.k > 0):
+        fail("k", f"expected a number > 0, got {cfg.k!r}")
+    if not (is_num(cfg.beta) and 0 < cfg.beta <= cfg.k):
+        fail("beta", f"expected 0 < beta <= k (= {cfg.k}), got {cfg.beta!r}")
+    for key, minimum in (("points_divisor", 1), ("max_objects", 1), ("epochs", 1), ("batch_size", 1),
+                         ("top_k", 1), ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0)):
+        v = getattr(cfg, key)
+        if not is_int(v) or v < minimum:
+            fail(key, f"expected an integer >= {minimum}, got {v!r}")
+    if not is_int(cfg.input_size) or cfg.input_size < 32 or cfg.input_size % 32:
+        fail("input_size", f"expected a multiple of 32 (the backbone's stride), got {cfg.input_size!r}")
+    if cfg.max_steps is not None and (not is_int(cfg.max_steps) or cfg.max_steps < 1):
+        fail("max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
+    if not (is_num(cfg.lr) and cfg.lr > 0):
+        fail("lr", f"expected a number > 0, got {cfg.lr!r}")
+    if not (is_num(cfg.weight_decay) and cfg.weight_decay >= 0):
+        fail("weight_decay", f"expected a number >= 0, got {cfg.weight_decay!r}")
+    if not (is_num(cfg.checkpoint_min_seconds) and cfg.checkpoint_min_seconds >= 0):
+        fail("checkpoint_min_seconds", f"expected a number >= 0, got {cfg.checkpoint_min_seconds!r}")
+    if cfg.grad_clip is not None and not (is_num(cfg.grad_clip) and cfg.grad_clip > 0):
+        fail("grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
+    if cfg.threshold is not None and not (is_num(cfg.threshold) and 0 < cfg.threshold < 1):
+        fail("threshold", f"expected null or a number in (0, 1), got {cfg.threshold!r}")
+    if not (is_num(cfg.score_threshold) and 0 <= cfg.score_threshold < 1):
+        fail("score_threshold", f"expected a number in [0, 1), got {cfg.score_threshold!r}")
+    if not (is_num(cfg.mask_nms_iou) and 0 < cfg.mask_nms_iou <= 1):
+        fail("mask_nms_iou", f"expected a number in (0, 1], got {cfg.mask_nms_iou!r}")
+    if (not isinstance(cfg.crop_scales, (list, tuple)) or not cfg.crop_scales
+            or not all(is_num(s) and s > 0 for s in cfg.crop_scales)):
+        fail("crop_scales", f"expected a non-empty list of numbers > 0, got {cfg.crop_scales!r}")
+
+
+def model_config(cfg: ObjGuidedConfig, pretrained: Any = "from-config"):
+    """The network's ModelConfig for a method config (``pretrained`` overrides the config's)."""
+    from objguided.models.config import ModelConfig
+
+    try:
+        return ModelConfig(backbone=cfg.backbone, pretrained=cfg.pretrained if pretrained == "from-config" else pretrained,
+                           refine=cfg.refine, k=float(cfg.k), beta=float(cfg.beta),
+                           points_divisor=cfg.points_divisor, max_objects=cfg.max_objects,
+                           clamp_heatmap=cfg.clamp_heatmap, batch_rois=cfg.batch_rois)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"methods.objguided: {exc}") from exc
+
+
+def train_config(cfg: ObjGuidedConfig):
+    from objguided.engine.trainer import TrainConfig
+
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr),
+                       weight_decay=float(cfg.weight_decay), optimizer="adam", amp=cfg.amp,
+                       num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
+                       checkpoint_min_seconds=float(cfg.checkpoint_min_seconds),
+                       max_steps=cfg.max_steps, log_every=cfg.log_every,
+                       grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip))
+
+
+def rgb3(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW or HxWx3 -> uint8 HxWx3 (gray repeated)."""
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------
+# training data
+
+
+class TrainSamples:
+    """A torch-style dataset over in-memory (image, labels) pairs, indexed by ``(index, sample_seed)``.
+
+    Each item: (image tensor [3, S, S] normalised, targets dict of tensors from ``build_targets``).
+    """
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: ObjGuidedConfig, mcfg):
+        self.pairs, self.cfg, self.mcfg = pairs, cfg, mcfg
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The augmented (uint8 [S, S, 3] image, bool [N, S, S] masks) of one item."""
+        from objguided.data.augment import augment, instance_masks, warp_crop
+
+        image, labels = self.pairs[index]
+        size = self.cfg.input_size
+        if self.cfg.augment:
+            img, masks = augment(image, labels, size, np.random.default_rng(seed), scales=self.cfg.crop_scales)
+        else:  # the whole image, letterboxed about its centre
+            h, w = image.shape[:2]
+            img = warp_crop(image, max(h, w), w / 2, h / 2, size)
+            masks = instance_masks(warp_crop(labels, max(h, w), w / 2, h / 2, size, order=0))
+        return rgb3(img), masks
+
+    def __getitem__(self, item):
+        import torch
+
+        from objguided.models.preprocess import prepare
+        from objguided.models.targets import build_targets
+
+        index, seed = item
+        img, masks = self.sample(index, seed)
+        tensor, _ = prepare(img, self.cfg.input_size, mode="stretch", bgr=self.cfg.faithful_to == "code")
+        targets = build_targets(masks, self.mcfg)
+        return tensor, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in targets.items()}
+
+
+def collate(batch):
+    import torch
+
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1] for b in batch]
+
+
+def loss_fn(model, batch):
+    images, targets = batch
+    return model.loss(images, targets)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the method
+
+
+@register
+class ObjGuided(Method):
+    """The paper's object-guided instance segmentation (CenterNet-style detection + ROI segmentation)."""
+
+    name = "objguided"
+    Config = ObjGuidedConfig
+    uses_gpu = True
+
+    def make_config(self, overrides: dict[str, Any] | None = None) -> ObjGuidedConfig:
+        cfg = super().make_config(overrides)
+        check_config(cfg, where=f"methods.{self.name}")
+        return cfg
+
+    def train(self, train_set, val_set, cfg: ObjGuidedConfig, workdir: Path, device: str) -> dict:
+        import torch
+
+        from objguided.engine.trainer import fit, make_loader
+        from objguided.models.network import ObjGuidedNet
+
+        check_config(cfg, where=f"methods.{self.name}")
+        mcfg = model_config(cfg)
+        tcfg = train_config(cfg)
+        seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
+        pairs = [(s.image, s.labels) for s in train_set]
+        if not pairs:
+            raise ConfigError(f"methods.{self.name}: the train split of {train_set.root} is empty")
+        data = TrainSamples(pairs, cfg, mcfg)
+        net = ObjGuidedNet(mcfg)
+        batches = lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
+                                            num_workers=tcfg.num_workers, collate_fn=collate)
+        workdir = Path(workdir) if workdir is not None else Path.cwd()
+        run_key = {"method": self.name, "config": dataclasses.asdict(cfg), "seed": seed,
+                   "train_ids": list(getattr(train_set, "ids", []))}
+        net = fit(net, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        return {"model": state, "model_config": dataclasses.asdict(mcfg), "train_config": dataclasses.asdict(tcfg)}
+
+    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: ObjGuidedConfig,
+                device: str) -> Iterator[list[Instance]]:
+        net = build_net(state, device)
+        yield from predict_with(net, images, cfg, device)
+
+
+def build_net(state: dict, device: str):
+    """The trained network of a state (weights from the state; nothing downloaded), in eval mode."""
+    from objguided.models.config import ModelConfig
+    from objguided.models.network import ObjGuidedNet
+
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise ConfigError("methods.objguided: the model file holds no objguided state; re-run training")
+    mcfg = ModelConfig(**{**state["model_config"], "pretrained": None})
+    net = ObjGuidedNet(mcfg)
+    net.load_state_dict(state["model"])
+    return net.to(device).eval()
+
+
+def predict_with(net, images: Iterable[np.ndarray], cfg: ObjGuidedConfig, device: str) -> Iterator[list[Instance]]:
+    """Batch-1 inference of a built network: prepare, detect, to_instances, per image."""
+    import torch
+
+    from objguided.models.postprocess import PostConfig, to_instances
+    from objguided.models.preprocess import prepare
+
+    post = PostConfig(faithful_to=cfg.faithful_to, threshold=cfg.threshold, mask_nms_iou=cfg.mask_nms_iou)
+    mode = "letterbox" if cfg.faithful_to == "paper" else "stretch"
+    bgr = cfg.faithful_to == "code"
+    for image in images:
+        with torch.inference_mode():
+            tensor, frame = prepare(rgb3(image), cfg.input_size, mode=mode, bgr=bgr)
+            detection = net.detect(tensor[None].to(device), score_threshold=cfg.score_threshold, top_k=cfg.top_k)[0]
+            found = to_instances(detection, frame, post)
+        yield [Instance(mask=np.asarray(m, bool), score=float(s), soft_area=None if a is None else float(a))
+               for m, s, a in found]
+
+
+__all__ = ["ObjGuided", "ObjGuidedConfig", "check_config", "model_config", "train_config", "TrainSamples",
+           "build_net", "predict_with"]
