@@ -1,0 +1,412 @@
+"""Plumbing shared by the box-based baselines on torchvision (``mask_rcnn``, ``pointrend``).
+
+Not a method itself (the registry skips modules whose name starts with ``_``). It holds:
+
+- :class:`BoxConfig`: the flat, typed config both methods share (network, RPN/ROI sizes, training,
+  inference), and :func:`check_config` for what ``make_config`` cannot check (allowed values, ranges);
+- :func:`build_fpn_backbone`: a torchvision ResNet-FPN whose ImageNet weights come through
+  :func:`objguided.models.backbone.resnet_features` (torchvision's weights API or a local ``.pth``;
+  offline, ONE "training from scratch" warning and random init, never a crash);
+- :func:`rcnn_kwargs`: the ``GeneralizedRCNN`` keyword arguments of a config (input size, anchors,
+  detection cap, ...);
+- :class:`TrainSamples` / :func:`collate` / :func:`loss_fn`: the paper's augmentation
+  (:func:`objguided.data.augment.augment`) turned into torchvision detection targets (``boxes`` from the
+  mask extents, ``labels`` = 1, ``masks``);
+- :func:`train_detector`: the shared engine :func:`objguided.engine.trainer.fit` over those;
+- :func:`predict_detector`: batch-1 inference, masks pasted at the image's own resolution, thresholded,
+  score = detection score.
+
+Coordinates. Boxes are continuous ``(x1, y1, x2, y2)`` in torchvision's ``roi_align(aligned=False)``
+convention, the one its Mask R-CNN uses both to pool features and to project the ground-truth masks
+onto boxes (``project_masks_on_boxes``): pixel ``i``'s value sits at coordinate ``i``, so pixel ``i``
+spans ``[i - 0.5, i + 0.5]``. A ground-truth box is therefore the mask's extent ``(min col - 0.5,
+min row - 0.5, max col + 0.5, max row + 0.5)`` (never degenerate). An M x M mask predicted for a box
+covers it with cell ``j`` centred at ``x1 + (j + 0.5) (x2 - x1) / M``; pasting samples it at each pixel
+``i`` of the box at ``u = (i - x1) / (x2 - x1)`` (bilinear, ``align_corners=False``, zero outside) and
+thresholds at ``mask_threshold``. With this pair of conventions a ground-truth mask projected on its box
+at 28x28 (the training target) and pasted back is recovered exactly (IoU 1.0 on discs of radius 2-12 px;
+tests/test_mask_rcnn.py), where torchvision's own pair (box = ``(min, max + 1)``, integer-rounded
+``paste_masks_in_image``) loses 5 % IoU on average and up to 30 % on small nuclei. Pasting is per
+instance inside its box (memory ~ box area, not N x H x W). Boxes go from the network's input frame
+back to the image's with the half-pixel-exact ``x = (u + 0.5) / r - 0.5`` (``r`` = input / original
+size, the mapping of the bilinear ``align_corners=False`` resize torchvision applies to the image), not
+torchvision's ``x = u / r``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import numpy as np
+
+from methods.base import Instance
+from objguided.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the method registry stays torch-free
+    from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("resnet50", "resnet34", "resnet18")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+#: FPN levels of torchvision's ``BackboneWithFPN`` (P2..P5 from layer1..layer4, plus P6 "pool")
+RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+NO_WEIGHTS = ("none", "")
+
+
+@dataclass
+class BoxConfig:
+    """Hyper-parameters shared by ``mask_rcnn`` and ``pointrend`` (defaults: the reference R50-FPN)."""
+
+    # -- network --
+    backbone: str = "resnet50"  # resnet50 (reference) | resnet34 | resnet18 (light FPN, the CPU demo)
+    pretrained: str = "imagenet"  # imagenet | a local .pth (torchvision keys) | none (scratch)
+    trainable_backbone_layers: int = 3  # 0-5, with pretrained weights (frozen BN); from scratch all train
+    fpn_channels: int = 256  # FPN width (reference 256; the CPU demo uses less)
+    box_head_dim: int = 1024  # width of the two FC layers of the box head (reference 1024)
+    smallest_anchor: int = 32  # anchor side on P2, doubling per level (reference 32, 64, ..., 512)
+    # -- input --
+    input_size: int = 512  # images resized so their long side is this (min_size = max_size)
+    augment: bool = True  # the paper's random square crop + flip; off = the whole image letterboxed
+    # -- RPN / ROI sampling (torchvision's and detectron2's defaults) --
+    rpn_pre_nms_top_n_train: int = 2000  # per FPN level
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000  # per FPN level
+    rpn_post_nms_top_n_test: int = 1000  # >= box_detections_per_img (one class: <= 1 detection per proposal)
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    # -- inference --
+    box_detections_per_img: int = 500  # the per-image cap (torchvision/detectron2 default: 100)
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    mask_threshold: float = 0.5  # on the pasted mask probability (>=)
+    # -- training (objguided.engine.trainer.TrainConfig) --
+    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9); constant learning rate
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap (the epochs decide)
+    amp: bool = True  # float16 autocast on CUDA (ignored on the CPU)
+    num_workers: int = 4
+    checkpoint_every: int = 1  # epochs ...
+    checkpoint_min_seconds: float = 30.0  # ... and at least this long apart
+    log_every: int = 10
+    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_config(cfg: BoxConfig, where: str) -> None:
+    """Check allowed values and ranges (``make_config`` checks keys and types)."""
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{where}.{key}: {msg}")
+
+    if cfg.backbone not in BACKBONES:
+        fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    if not isinstance(cfg.pretrained, str):
+        fail("pretrained", f"expected 'imagenet', a weights file path or 'none', got {cfg.pretrained!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        fail("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if not _is_int(cfg.trainable_backbone_layers) or not 0 <= cfg.trainable_backbone_layers <= 5:
+        fail("trainable_backbone_layers", f"expected an integer in 0..5, got {cfg.trainable_backbone_layers!r}")
+    for key, minimum in (("fpn_channels", 8), ("box_head_dim", 8), ("smallest_anchor", 2),
+                         ("rpn_pre_nms_top_n_train", 1), ("rpn_post_nms_top_n_train", 1),
+                         ("rpn_pre_nms_top_n_test", 1), ("rpn_post_nms_top_n_test", 1),
+                         ("rpn_batch_size_per_image", 2), ("box_batch_size_per_image", 2),
+                         ("box_detections_per_img", 1), ("epochs", 1), ("batch_size", 1),
+                         ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0), ("max_steps", 0)):
+        v = getattr(cfg, key)
+        if not _is_int(v) or v < minimum:
+            fail(key, f"expected an integer >= {minimum}, got {v!r}")
+    if not _is_int(cfg.input_size) or cfg.input_size < 64 or cfg.input_size % 32:
+        fail("input_size", f"expected a multiple of 32 (the FPN's stride), at least 64, got {cfg.input_size!r}")
+    if cfg.rpn_post_nms_top_n_test < cfg.box_detections_per_img:
+        fail("rpn_post_nms_top_n_test", f"{cfg.rpn_post_nms_top_n_test} proposals cannot give "
+                                        f"box_detections_per_img = {cfg.box_detections_per_img} detections")
+    for key in ("box_score_thresh", "mask_threshold"):
+        v = getattr(cfg, key)
+        if not (_is_num(v) and 0 <= v < 1):
+            fail(key, f"expected a number in [0, 1), got {v!r}")
+    if not (_is_num(cfg.box_nms_thresh) and 0 < cfg.box_nms_thresh <= 1):
+        fail("box_nms_thresh", f"expected a number in (0, 1], got {cfg.box_nms_thresh!r}")
+    if not (_is_num(cfg.lr) and cfg.lr > 0):
+        fail("lr", f"expected a number > 0, got {cfg.lr!r}")
+    for key in ("weight_decay", "checkpoint_min_seconds", "grad_clip"):
+        v = getattr(cfg, key)
+        if not (_is_num(v) and v >= 0):
+            fail(key, f"expected a number >= 0, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# network
+
+
+def build_fpn_backbone(cfg: BoxConfig, pretrained: str | None = "from-config"):
+    """``(BackboneWithFPN, frozen_bn, weights_source)`` for a config.
+
+    With ImageNet (or file) weights the ResNet uses FrozenBatchNorm2d and only the last
+    ``trainable_backbone_layers`` of (layer4, layer3, layer2, layer1, conv1) train, as torchvision's
+    ``maskrcnn_resnet50_fpn(weights_backbone=...)`` and detectron2 do. From scratch (no weights, or
+    loading failed: one warning from :func:`objguided.models.backbone.resnet_features`) the ResNet uses
+    ordinary BatchNorm and every layer trains, as torchvision does without weights.
+    ``pretrained`` overrides the config's (``None`` = random init, used to rebuild a trained model).
+    """
+    from objguided.models.backbone import resnet_features
+
+    source = cfg.pretrained if pretrained == "from-config" else pretrained
+    if source is not None and source.strip().lower() in NO_WEIGHTS:
+        source = None
+    state, weights_source = None, "random"
+    if source is not None:
+        feats = resnet_features(cfg.backbone, source)  # logs ONE warning and returns random init on failure
+        if feats.weights_source != "random":
+            state, weights_source = feats.state_dict(), feats.weights_source
+    return _fpn_from_state(cfg, state) + (weights_source,)
+
+
+def _fpn_from_state(cfg: BoxConfig, state: dict | None, frozen: bool | None = None):
+    import torchvision
+    from torch import nn
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    from objguided.models.backbone import CHANNELS
+
+    frozen = state is not None if frozen is None else frozen
+    net = getattr(torchvision.models, cfg.backbone)(weights=None,
+                                                    norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
+    if state is not None:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:  # resnet_features checked the keys already: a bug if reached
+            raise RuntimeError(f"backbone weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    trainable = cfg.trainable_backbone_layers if frozen else 5
+    layers = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable]
+    if trainable == 5:
+        layers.append("bn1")
+    for name, p in net.named_parameters():
+        if all(not name.startswith(layer) for layer in layers):
+            p.requires_grad_(False)
+    in_channels = list(CHANNELS[cfg.backbone][1:])
+    fpn = BackboneWithFPN(net, RETURN_LAYERS, in_channels, cfg.fpn_channels, extra_blocks=LastLevelMaxPool())
+    return fpn, frozen
+
+
+def rebuild_backbone(cfg: BoxConfig, frozen_bn: bool):
+    """The backbone of a trained model (no weights loaded: the model's state dict follows)."""
+    return _fpn_from_state(cfg, None, frozen=frozen_bn)[0]
+
+
+def rcnn_kwargs(cfg: BoxConfig) -> dict:
+    """Keyword arguments of torchvision's ``FasterRCNN``/``MaskRCNN`` for a config (one foreground class)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    sizes = tuple((cfg.smallest_anchor * 2 ** i,) for i in range(5))
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    return dict(
+        num_classes=None,  # the predictor below: background + one foreground class
+        min_size=cfg.input_size, max_size=cfg.input_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        box_head=TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_head_dim),
+        box_predictor=FastRCNNPredictor(cfg.box_head_dim, 2),
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_detections_per_img=cfg.box_detections_per_img,
+        box_score_thresh=float(cfg.box_score_thresh), box_nms_thresh=float(cfg.box_nms_thresh),
+    )
+
+
+def train_config(cfg: BoxConfig):
+    from objguided.engine.trainer import TrainConfig
+
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr),
+                       weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer, amp=cfg.amp,
+                       num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
+                       checkpoint_min_seconds=float(cfg.checkpoint_min_seconds),
+                       max_steps=cfg.max_steps or None, log_every=cfg.log_every,
+                       grad_clip=float(cfg.grad_clip) or None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# training data
+
+
+def rgb3(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW or HxWx3 -> uint8 HxWx3 (gray repeated)."""
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def image_tensor(image: np.ndarray) -> Tensor:
+    """uint8 HxW(x3) -> float32 [3, H, W] in [0, 1] (torchvision's detection models normalise inside)."""
+    import torch
+
+    pixels = np.array(rgb3(image), dtype=np.uint8, order="C", copy=True)
+    return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+
+
+def masks_to_targets(masks: np.ndarray) -> dict[str, Tensor]:
+    """bool masks [N, H, W] -> torchvision detection targets (labels = 1, masks, boxes = the masks' extents
+    ``(min col - 0.5, min row - 0.5, max col + 0.5, max row + 0.5)``: see the module docstring)."""
+    import torch
+
+    masks = np.asarray(masks, bool)
+    masks = masks[masks.reshape(len(masks), -1).any(axis=1)] if len(masks) else masks
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for k, m in enumerate(masks):
+        rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+        boxes[k] = (cols[0] - 0.5, rows[0] - 0.5, cols[-1] + 0.5, rows[-1] + 0.5)
+    return {"boxes": torch.from_numpy(boxes), "labels": torch.ones(len(masks), dtype=torch.int64),
+            "masks": torch.from_numpy(np.ascontiguousarray(masks.astype(np.uint8)))}
+
+
+class TrainSamples:
+    """In-memory (image, label map) pairs as a torch dataset indexed by ``(index, sample_seed)``
+    (:func:`objguided.engine.trainer.make_loader`). Item: (image [3, S, S] in [0, 1], targets)."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: BoxConfig):
+        self.pairs, self.cfg = pairs, cfg
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from objguided.data.augment import augment, instance_masks, warp_crop
+
+        image, labels = self.pairs[index]
+        size = self.cfg.input_size
+        if self.cfg.augment:
+            return augment(image, labels, size, np.random.default_rng(seed))
+        h, w = image.shape[:2]  # the whole image letterboxed about its centre
+        return (warp_crop(image, max(h, w), w / 2, h / 2, size),
+                instance_masks(warp_crop(labels, max(h, w), w / 2, h / 2, size, order=0)))
+
+    def __getitem__(self, item):
+        index, seed = item
+        img, masks = self.sample(index, seed)
+        return image_tensor(img), masks_to_targets(masks)
+
+
+def collate(batch):
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def loss_fn(model, batch):
+    images, targets = batch
+    terms = model(images, targets)
+    return {"total": sum(terms.values()), **{k.removeprefix("loss_"): v for k, v in terms.items()}}
+
+
+def train_detector(method_name: str, model: nn.Module, train_set, cfg: BoxConfig, workdir, device: str,
+                   extra_state: dict) -> dict:
+    """Train ``model`` with the shared engine on ``train_set``; returns the state to keep."""
+    import torch
+
+    from objguided.engine.trainer import fit, make_loader
+
+    if torch.device(device).type == "cpu":
+        torch.set_flush_denormal(True)  # Adam's tiny second moments go denormal on x86: 10x slower steps
+    tcfg = train_config(cfg)
+    seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
+    pairs = [(s.image, s.labels) for s in train_set]
+    if not pairs:
+        raise ConfigError(f"methods.{method_name}: the train split of {train_set.root} is empty")
+    data = TrainSamples(pairs, cfg)
+    batches = lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
+                                        num_workers=tcfg.num_workers, collate_fn=collate)
+    workdir = Path(workdir) if workdir is not None else Path.cwd()
+    run_key = {"method": method_name, "config": dataclasses.asdict(cfg), "seed": seed,
+               "train_ids": list(getattr(train_set, "ids", []))}
+    model = fit(model, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"model": state, **extra_state}
+
+
+# ---------------------------------------------------------------------------------------------------
+# inference
+
+
+def paste_masks(probs: Tensor, boxes: Tensor, height: int, width: int, threshold: float) -> list[np.ndarray]:
+    """M x M mask probabilities [N, M, M] of boxes [N, 4] (original image coordinates, ``aligned=False``
+    convention: see the module docstring) -> bool masks [H, W], one per instance, ``prob >= threshold``."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    probs = probs.float()
+    for prob, box in zip(probs, boxes.float().cpu().tolist()):
+        x1, y1, x2, y2 = box
+        mask = np.zeros((height, width), bool)
+        c0, c1 = max(int(math.floor(x1)), 0), min(int(math.ceil(x2)) + 1, width)
+        r0, r1 = max(int(math.floor(y1)), 0), min(int(math.ceil(y2)) + 1, height)
+        if c1 > c0 and r1 > r0 and x2 > x1 and y2 > y1:
+            xs = (torch.arange(c0, c1, dtype=torch.float32, device=prob.device) - x1) / (x2 - x1) * 2 - 1
+            ys = (torch.arange(r0, r1, dtype=torch.float32, device=prob.device) - y1) / (y2 - y1) * 2 - 1
+            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # [1, h, w, 2] (x, y)
+            vals = F.grid_sample(prob[None, None], grid, mode="bilinear", padding_mode="zeros",
+                                 align_corners=False)[0, 0]
+            mask[r0:r1, c0:c1] = (vals >= threshold).cpu().numpy()
+        out.append(mask)
+    return out
+
+
+def detect(model: nn.Module, image: np.ndarray, device: str) -> dict[str, Tensor]:
+    """Whole-network inference of one image without torchvision's postprocess: ``boxes`` in the image's
+    coordinates, ``scores``, and the ROI mask probabilities ``mask_probs`` [N, M, M] (M = 28 for Mask
+    R-CNN, 224 for PointRend)."""
+    import torch
+
+    x = image_tensor(image).to(device)
+    images, _ = model.transform([x])
+    features = model.backbone(images.tensors)
+    proposals, _ = model.rpn(images, features)
+    detections, _ = model.roi_heads(features, proposals, images.image_sizes)
+    det = detections[0]
+    (h_in, w_in), (h, w) = images.image_sizes[0], image.shape[:2]
+    ratio = torch.tensor([w_in / w, h_in / h] * 2, dtype=det["boxes"].dtype, device=det["boxes"].device)
+    det["boxes"] = (det["boxes"] + 0.5) / ratio - 0.5  # half-pixel exact inverse of the resize
+    det["mask_probs"] = det.pop("masks")[:, 0]
+    return det
+
+
+def predict_detector(model: nn.Module, images: Iterable[np.ndarray], cfg: BoxConfig,
+                     device: str) -> Iterator[list[Instance]]:
+    """Batch-1 inference: per image, its instances at its own resolution (score = detection score).
+    Instances whose pasted mask is empty are dropped."""
+    import torch
+
+    model = model.to(device).eval()
+    for image in images:
+        with torch.inference_mode():
+            det = detect(model, image, device)
+            masks = paste_masks(det["mask_probs"], det["boxes"], image.shape[0], image.shape[1],
+                                float(cfg.mask_threshold))
+            scores = det["scores"].float().cpu().tolist()
+        yield [Instance(mask=m, score=float(s)) for m, s in zip(masks, scores) if m.any()]
+
+
+def state_model(state: Any, method_name: str) -> dict:
+    if not isinstance(state, dict) or "model" not in state or "frozen_bn" not in state:
+        raise ConfigError(f"methods.{method_name}: the model file holds no {method_name} state; re-run training")
+    return state
+
+
+__all__ = ["BoxConfig", "check_config", "build_fpn_backbone", "rebuild_backbone", "rcnn_kwargs", "train_config",
+           "TrainSamples", "collate", "loss_fn", "train_detector", "paste_masks", "detect", "predict_detector",
+           "masks_to_targets", "image_tensor", "state_model"]

@@ -1,0 +1,80 @@
+"""``mask_rcnn``: Mask R-CNN (He et al., ICCV 2017), ResNet-FPN, on torchvision.
+
+torchvision's ``MaskRCNN`` with one foreground class (``num_classes`` = 2 with the background), the
+reference R50-FPN heads (box head: two FC 1024; mask head: four 3x3 conv 256 on 14x14 ROI features, a
+2x deconvolution, 28x28 masks), images resized so their long side is ``input_size`` (512, like every
+method here, instead of torchvision's 800/1333), the per-image detection cap raised to 500. The data,
+training and inference plumbing (shared with ``pointrend``) is in :mod:`methods._torchvision_detection`;
+see methods/README_box_baselines.md for the hyper-parameters and every deviation.
+
+The state kept: ``{"model": state_dict, "frozen_bn": bool, "weights_source": str}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from methods import register
+from methods._torchvision_detection import (BoxConfig, build_fpn_backbone, check_config, predict_detector,
+                                            rcnn_kwargs, rebuild_backbone, state_model, train_detector)
+from methods.base import Instance, Method
+
+
+@dataclass
+class MaskRCNNConfig(BoxConfig):
+    mask_head_dim: int = 256  # width of the four 3x3 convolutions of the mask head (reference 256)
+
+
+def check_mask_rcnn_config(cfg: MaskRCNNConfig, where: str) -> None:
+    check_config(cfg, where)
+    from objguided.errors import ConfigError
+
+    if isinstance(cfg.mask_head_dim, bool) or not isinstance(cfg.mask_head_dim, int) or cfg.mask_head_dim < 8:
+        raise ConfigError(f"{where}.mask_head_dim: expected an integer >= 8, got {cfg.mask_head_dim!r}")
+
+
+def build_model(cfg: MaskRCNNConfig, backbone=None):
+    """torchvision's Mask R-CNN for a config (``backbone``: a prebuilt FPN, else from the config)."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    if backbone is None:
+        backbone = build_fpn_backbone(cfg)[0]
+    return MaskRCNN(backbone, **rcnn_kwargs(cfg),
+                    mask_head=MaskRCNNHeads(cfg.fpn_channels, [cfg.mask_head_dim] * 4, 1),
+                    mask_predictor=MaskRCNNPredictor(cfg.mask_head_dim, cfg.mask_head_dim, 2))
+
+
+@register
+class MaskRCNN(Method):
+    """Mask R-CNN ResNet-FPN (torchvision), one foreground class."""
+
+    name = "mask_rcnn"
+    Config = MaskRCNNConfig
+    uses_gpu = True
+
+    def make_config(self, overrides: dict[str, Any] | None = None) -> MaskRCNNConfig:
+        cfg = super().make_config(overrides)
+        check_mask_rcnn_config(cfg, f"methods.{self.name}")
+        return cfg
+
+    def train(self, train_set, val_set, cfg: MaskRCNNConfig, workdir: Path, device: str) -> dict:
+        check_mask_rcnn_config(cfg, f"methods.{self.name}")
+        backbone, frozen_bn, source = build_fpn_backbone(cfg)
+        model = build_model(cfg, backbone)
+        return train_detector(self.name, model, train_set, cfg, workdir, device,
+                              {"frozen_bn": frozen_bn, "weights_source": source})
+
+    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: MaskRCNNConfig,
+                device: str) -> Iterator[list[Instance]]:
+        state = state_model(state, self.name)
+        model = build_model(cfg, rebuild_backbone(cfg, state["frozen_bn"]))
+        model.load_state_dict(state["model"])
+        yield from predict_detector(model, images, cfg, device)
+
+
+__all__ = ["MaskRCNN", "MaskRCNNConfig", "build_model"]

@@ -1,0 +1,132 @@
+"""``pointrend``: PointRend (Kirillov et al., CVPR 2020) on top of torchvision's Mask R-CNN.
+
+torchvision's Faster R-CNN (backbone, RPN, box head: the same as ``mask_rcnn``) with its ``RoIHeads``
+subclassed (:class:`~_pointrend_net.PointRendRoIHeads`): the box part is composed from torchvision's own
+pieces (``select_training_samples``, ``box_roi_pool``/``box_head``/``box_predictor``, ``fastrcnn_loss``,
+``postprocess_detections``); the mask part is PointRend's, with detectron2's project defaults (REFERENCE.md
+section 4), one mask class. The network parts are in :mod:`methods._pointrend_net` (kept apart so that
+the method registry does not import torch):
+
+- **Coarse head** (:class:`~_pointrend_net.CoarseMaskHead`): 14x14 ROIAlign on P2 only -> 2x2 stride-2 conv
+  (256, ReLU) -> two FC 1024 (ReLU) -> FC to 7x7 mask logits. Loss: BCE against the ground-truth mask
+  projected on the box at 7x7 (torchvision's ``project_masks_on_boxes``).
+- **Point head** (:class:`~_pointrend_net.PointHead`): per point, the P2 features sampled bilinearly at the
+  point (fine-grained, 256 ch) concatenated with the coarse logit sampled there (1 ch); three 1x1 Conv1d
+  ("FC") of 256 with ReLU, the coarse logit re-concatenated before each layer and before the predictor
+  (``COARSE_PRED_EACH_LAYER``), predictor -> 1 logit per point.
+- **Training points** (:func:`~_pointrend_net.sample_training_points`): per ROI, ``k N`` uniform random
+  points in the box (k = 3, N = 14^2 = 196: 588), the ``int(beta N)`` (beta = 0.75: 147) most uncertain by
+  the coarse prediction (uncertainty = -|logit|), plus ``N - int(beta N)`` (49) uniform random "coverage"
+  points. Their labels are the ground-truth mask sampled bilinearly at the points (soft, as detectron2's
+  ``point_sample`` of the bit masks); loss: BCE-with-logits, mean. ``TRAIN_ON_PRED_BOXES``: the mask branch
+  trains on the box head's (detached) refined boxes of the positive proposals, not on the proposals
+  themselves.
+- **Inference** (:func:`~_pointrend_net.subdivision_inference`): from the 7x7 coarse logits,
+  ``subdivision_steps`` (5) steps each upsample the logits 2x (bilinear) and replace the
+  ``subdivision_num_points`` (28^2 = 784) most uncertain cells by the point head's predictions
+  (:func:`~_pointrend_net.subdivision_step`): 7 -> 224. As in detectron2, a step whose every cell the next
+  step would re-predict anyway (``num_points >= 4 H W`` at the new size H x W, i.e. the 14x14 step) is
+  skipped: the result is identical, since the 28x28 step then predicts all 784 cells from the coarse logits
+  and the fine features alone. The 224x224 probabilities are pasted into the image like Mask R-CNN's 28x28
+  ones.
+
+Points live in ``[0, 1]^2`` box coordinates (cell ``j`` of an M-grid at ``(j + 0.5) / M``); a point
+``(u, v)`` of box ``(x1, y1, x2, y2)`` is at image coordinate ``x1 + u (x2 - x1)`` in torchvision's
+``roi_align(aligned=False)`` convention (pixel ``i`` at ``i``), the one the coarse head's ROIAlign and the
+mask targets use. See methods/README_box_baselines.md for the deviations from the paper and from
+detectron2's reference config.
+
+The state kept: ``{"model": state_dict, "frozen_bn": bool, "weights_source": str}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from methods import register
+from methods._torchvision_detection import BoxConfig, check_config, state_model
+from methods.base import Instance, Method
+from objguided.errors import ConfigError
+
+
+@dataclass
+class PointRendConfig(BoxConfig):
+    # -- coarse mask head (detectron2: CoarseMaskHead) --
+    coarse_pool: int = 14  # ROIAlign resolution on P2
+    coarse_side: int = 7  # coarse mask resolution (OUTPUT_SIDE_RESOLUTION)
+    coarse_fc_dim: int = 1024  # FC_DIM, two layers (NUM_FC)
+    # -- point head (detectron2: StandardPointHead) --
+    point_fc_dim: int = 256  # FC_DIM
+    point_num_fc: int = 3  # NUM_FC
+    coarse_pred_each_layer: bool = True  # re-concatenate the coarse logit before every layer
+    # -- training points --
+    train_num_points: int = 196  # N = 14^2 per ROI
+    oversample_ratio: float = 3.0  # k
+    importance_sample_ratio: float = 0.75  # beta
+    train_on_pred_boxes: bool = True  # mask branch trained on the box head's refined boxes
+    # -- inference --
+    subdivision_steps: int = 5  # 7 -> 224
+    subdivision_num_points: int = 784  # 28^2 points re-predicted per step
+
+
+def check_pointrend_config(cfg: PointRendConfig, where: str) -> None:
+    check_config(cfg, where)
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{where}.{key}: {msg}")
+
+    for key, minimum in (("coarse_pool", 2), ("coarse_side", 1), ("coarse_fc_dim", 8), ("point_fc_dim", 8),
+                         ("point_num_fc", 0), ("train_num_points", 1), ("subdivision_steps", 0),
+                         ("subdivision_num_points", 1)):
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            fail(key, f"expected an integer >= {minimum}, got {v!r}")
+    if cfg.coarse_pool % 2:
+        fail("coarse_pool", f"expected an even number (a 2x2 stride-2 conv follows), got {cfg.coarse_pool}")
+    k, beta = cfg.oversample_ratio, cfg.importance_sample_ratio
+    if not (isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k) and k >= 1):
+        fail("oversample_ratio", f"expected a number >= 1, got {k!r}")
+    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0 <= beta <= 1):
+        fail("importance_sample_ratio", f"expected a number in [0, 1], got {beta!r}")
+
+
+@register
+class PointRend(Method):
+    """PointRend (coarse 7x7 mask + point head, adaptive subdivision to 224x224) on torchvision."""
+
+    name = "pointrend"
+    Config = PointRendConfig
+    uses_gpu = True
+
+    def make_config(self, overrides: dict[str, Any] | None = None) -> PointRendConfig:
+        cfg = super().make_config(overrides)
+        check_pointrend_config(cfg, f"methods.{self.name}")
+        return cfg
+
+    def train(self, train_set, val_set, cfg: PointRendConfig, workdir: Path, device: str) -> dict:
+        from methods._pointrend_net import build_model
+        from methods._torchvision_detection import build_fpn_backbone, train_detector
+
+        check_pointrend_config(cfg, f"methods.{self.name}")
+        backbone, frozen_bn, source = build_fpn_backbone(cfg)
+        model = build_model(cfg, backbone)
+        return train_detector(self.name, model, train_set, cfg, workdir, device,
+                              {"frozen_bn": frozen_bn, "weights_source": source})
+
+    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: PointRendConfig,
+                device: str) -> Iterator[list[Instance]]:
+        from methods._pointrend_net import build_model
+        from methods._torchvision_detection import predict_detector, rebuild_backbone
+
+        state = state_model(state, self.name)
+        model = build_model(cfg, rebuild_backbone(cfg, state["frozen_bn"]))
+        model.load_state_dict(state["model"])
+        yield from predict_detector(model, images, cfg, device)
+
+
+__all__ = ["PointRend", "PointRendConfig", "check_pointrend_config"]
