@@ -1,19 +1,30 @@
-"""FPS of Ours and Mask R-CNN on the DSB2018 test split, the paper's protocol, on one device.
+r"""FPS of Ours, Mask R-CNN and PointRend on the DSB2018 test split, the paper's protocol, on one device.
 
-    .venv/bin/python benchmarks/gpu_fps.py                        # cuda, all test images of DSB2018
-    .venv/bin/python benchmarks/gpu_fps.py --ours results/dsb2018/objguided/refine/seed317/model.pt
-    .venv/bin/python benchmarks/gpu_fps.py --device cpu --limit 3 --data resources/data/synth-nuclei   # smoke
+    .venv/bin/python benchmarks/gpu_fps.py                        # cuda, all test images of DSB2018, untrained
+    .venv/bin/python benchmarks/gpu_fps.py --ours results/dsb2018/objguided/refine/seed317/model.pt \
+        --mask-rcnn MASK_RCNN_MODEL.pt --pointrend POINTREND_MODEL.pt   # trained (objguided train outputs)
+    .venv/bin/python benchmarks/gpu_fps.py --device cpu --limit 3 --data DATA --out /tmp/x.md   # smoke
 
 Protocol (REFERENCE.md section 2, as ``objguided time``): batch 1, images read into memory first, the
 time of an image is from asking for it to having its final instances (forward, decoding, ROI
-segmentation, post-processing; CUDA synchronised), the first image is dropped, FPS = 1 / mean.
+segmentation, post-processing; CUDA synchronised), the first image is dropped, FPS = 1 / mean. The
+methods are timed one after the other, each over all the images.
 
 - **Ours**: the trained model file given by ``--ours`` (an ``objguided train`` output), else an
   untrained ResNet-50 network with realistic detections forced as in benchmarks/cpu_speed.py
   (threshold 0, top-K 500, box sizes forced to 8-40 px). The paper's inference path (letterbox 512).
-- **Mask R-CNN**: torchvision's R50-FPN (untrained unless ``--mask-rcnn`` gives a state dict), two
-  classes, ``box_detections_per_img`` 500, images resized to 512 (min_size = max_size = 512), masks
-  pasted and thresholded at 0.5 (part of the timing).
+- **Mask R-CNN** (``mask_rcnn``) and **PointRend** (``pointrend``): one code path for both torchvision
+  detectors. Each network is built once (``methods.mask_rcnn.build_model`` /
+  ``methods._pointrend_net.build_model``) and every image is timed as
+  ``next(methods._torchvision_detection.predict_detector(model, [image], cfg, device))``: the methods' own
+  inference (resize to ``input_size`` 512, backbone, RPN, ROI heads, masks pasted at the image's resolution
+  and thresholded, empty masks dropped), so both share one post-processing. ``--mask-rcnn`` /
+  ``--pointrend`` give an ``objguided train`` output of that method (its config and state, loaded as the
+  method's ``predict`` does: ``rebuild_backbone(cfg, frozen_bn)`` then ``load_state_dict``); without one,
+  the reference R50-FPN configuration, untrained, with the box score and mask thresholds at 0 and the
+  per-image detection cap ``box_detections_per_img`` = 500 (as benchmarks/box_baselines_cpu.py): an
+  untrained box classifier scores every proposal near 0.5, so each image gets up to 500 detections, all of
+  them pasted and returned (the instance counts are reported beside the FPS).
 
 Results are appended to benchmarks/results/gpu_fps.md (device named) and printed.
 """
@@ -33,10 +44,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from cpu_speed import forced_ours, mask_rcnn, mask_rcnn_instances  # noqa: E402
+from cpu_speed import forced_ours  # noqa: E402
 
 from objguided.data.canonical import CanonicalDataset  # noqa: E402
 from objguided.engine.provenance import describe_device  # noqa: E402
+from objguided.engine.run import load_model  # noqa: E402
+
+#: the per-image detection cap of the untrained networks (Ours: top-K forced detections)
+DETECTIONS = 500
+#: the torchvision detectors timed, in order: (method name = its flag's dest, row label)
+DETECTORS = (("mask_rcnn", "Mask R-CNN"), ("pointrend", "PointRend"))
 
 
 def timed(predict, images, device: str) -> tuple[float, list[float], list[int]]:
@@ -54,6 +71,37 @@ def timed(predict, images, device: str) -> tuple[float, list[float], list[int]]:
     return 1.0 / float(np.mean(kept)), kept, counts
 
 
+def detector(name: str, model_path: str | None, device: str, detections: int = DETECTIONS):
+    """``(predict, cfg, what)`` of the torchvision detector ``name`` (``mask_rcnn`` | ``pointrend``): the
+    network built once, ``predict(image) -> instances`` through the methods' shared ``predict_detector``."""
+    import methods
+    from methods._torchvision_detection import predict_detector, rebuild_backbone, state_model
+
+    if name == "mask_rcnn":
+        from methods.mask_rcnn import build_model
+    else:
+        from methods._pointrend_net import build_model
+    method = methods.get(name)
+    if model_path:
+        record = load_model(model_path)
+        if record.get("method") != name:
+            raise SystemExit(f"{model_path}: a {record.get('method')!r} model file, expected a {name!r} one")
+        cfg = method.make_config(record["params"])
+        state = state_model(record["state"], name)
+        model = build_model(cfg, rebuild_backbone(cfg, state["frozen_bn"]))
+        model.load_state_dict(state["model"])
+        what = f"trained ({model_path})"
+    else:
+        cfg = method.make_config({"pretrained": "none", "box_score_thresh": 0.0, "mask_threshold": 0.0,
+                                  "box_detections_per_img": detections,
+                                  "rpn_post_nms_top_n_test": max(1000, detections)})
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        what = f"untrained, score and mask thresholds 0, cap {detections}"
+    model = model.to(device).eval()
+    return (lambda image: next(predict_detector(model, [image], cfg, device))), cfg, what
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(REPO / "resources" / "data" / "dsb2018"))
@@ -62,7 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--limit", type=int, default=None, help="time at most this many images")
     ap.add_argument("--ours", default=None, help="an objguided model file (objguided train output)")
-    ap.add_argument("--mask-rcnn", default=None, help="a torchvision Mask R-CNN state dict")
+    ap.add_argument("--mask-rcnn", default=None, help="a mask_rcnn model file (objguided train output)")
+    ap.add_argument("--pointrend", default=None, help="a pointrend model file (objguided train output)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_fps.md"))
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -79,7 +128,6 @@ def main(argv=None) -> int:
     # Ours
     if args.ours:
         from methods.objguided import build_net, predict_with
-        from objguided.engine.run import load_model
 
         import methods
 
@@ -89,24 +137,25 @@ def main(argv=None) -> int:
         ours_predict = lambda image: next(predict_with(net, [image], cfg, device))  # noqa: E731
         ours_what = f"trained ({args.ours})"
     else:
-        ours_predict = forced_ours(device, top_k=500)
-        ours_what = "untrained ResNet-50, 500 forced detections of 8-40 px"
+        ours_predict = forced_ours(device, top_k=DETECTIONS)
+        ours_what = f"untrained ResNet-50, {DETECTIONS} forced detections of 8-40 px"
     ours_fps, ours_s, ours_n = timed(ours_predict, images, device)
 
-    # Mask R-CNN
-    model = mask_rcnn(device, detections=500)
-    if args.mask_rcnn:
-        model.load_state_dict(torch.load(args.mask_rcnn, map_location="cpu"))
-    mr_predict = lambda image: mask_rcnn_instances(model, image, device)  # noqa: E731
-    mr_fps, mr_s, mr_n = timed(mr_predict, images, device)
+    # Mask R-CNN and PointRend: built once each, timed through the same predict_detector
+    detector_rows = []
+    for method_name, label in DETECTORS:
+        predict, cfg, what = detector(method_name, getattr(args, method_name), device)
+        fps, _, counts = timed(predict, images, device)
+        detector_rows.append(f"| {label} {cfg.backbone}-FPN (torchvision; {what}) | {fps:.2f} | "
+                             f"{np.mean(counts):.0f} |")
+        del predict
 
     name = describe_device(device)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    rows = [f"| Ours ({ours_what}) | {ours_fps:.2f} | {np.mean(ours_n):.0f} |",
-            f"| Mask R-CNN R50-FPN (torchvision{', trained' if args.mask_rcnn else ', untrained'}) | {mr_fps:.2f} | "
-            f"{np.mean(mr_n):.0f} |"]
+    rows = [f"| Ours ({ours_what}) | {ours_fps:.2f} | {np.mean(ours_n):.0f} |"] + detector_rows
     text = (f"\n## {stamp}: {name}, {data.name} {args.subset} ({len(images) - 1} images timed, first dropped)\n\n"
-            f"torch {torch.__version__}; batch 1; whole inference incl. post-processing; paper's inference path.\n\n"
+            f"torch {torch.__version__}; batch 1; whole inference incl. post-processing; Ours: the paper's inference "
+            "path; Mask R-CNN and PointRend: one `predict_detector` path (benchmarks/gpu_fps.py).\n\n"
             "| method | FPS | instances / image |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n")
     out = Path(args.out)
     if not out.exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -39,9 +39,17 @@ class Method:
     #: whether training and inference benefit from a GPU (the DAG then asks for ``gpu=1``)
     uses_gpu: ClassVar[bool] = False
 
+    #: ``check(cfg, where)`` for what the type check cannot see (ranges, allowed values, list fields):
+    #: raises ConfigError naming the key; None when the types say it all
+    config_check: ClassVar[Callable[[Any, str], None] | None] = None
+
     def make_config(self, overrides: dict[str, Any] | None = None):
-        """The method's config with ``overrides`` applied; an unknown key or a wrong type is an error."""
-        return make_config(self.Config, overrides or {}, where=f"methods.{self.name}.params")
+        """The method's config with ``overrides`` applied; an unknown key, a wrong type or a value that
+        ``config_check`` rejects is a ConfigError."""
+        cfg = make_config(self.Config, overrides or {}, where=f"methods.{self.name}.params")
+        if self.config_check is not None:
+            self.config_check(cfg, f"methods.{self.name}")
+        return cfg
 
     def train(self, train_set: CanonicalDataset, val_set: CanonicalDataset, cfg: Any, workdir: Path,
               device: str) -> Any:

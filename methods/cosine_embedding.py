@@ -324,10 +324,7 @@ class CosineEmbedding(Method):
     Config = CosineEmbeddingConfig
     uses_gpu = True
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> CosineEmbeddingConfig:
-        cfg = super().make_config(overrides)
-        check_config(cfg, where=f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: CosineEmbeddingConfig, workdir: Path, device: str) -> dict:
         check_config(cfg, where=f"methods.{self.name}")

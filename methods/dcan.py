@@ -301,10 +301,7 @@ class DCAN(Method):
     Config = DCANConfig
     uses_gpu = True
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> DCANConfig:
-        cfg = super().make_config(overrides)
-        check_config(cfg, where=f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: DCANConfig, workdir: Path, device: str) -> dict:
         check_config(cfg, where=f"methods.{self.name}")

@@ -27,7 +27,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -250,10 +250,7 @@ class KeypointGraph(Method):
     Config = KeypointGraphConfig
     uses_gpu = True
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> KeypointGraphConfig:
-        cfg = super().make_config(overrides)
-        check_config(cfg, where=f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: KeypointGraphConfig, workdir: Path, device: str) -> dict:
         import torch

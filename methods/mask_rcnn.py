@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -57,10 +57,7 @@ class MaskRCNN(Method):
     Config = MaskRCNNConfig
     uses_gpu = True
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> MaskRCNNConfig:
-        cfg = super().make_config(overrides)
-        check_mask_rcnn_config(cfg, f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_mask_rcnn_config)
 
     def train(self, train_set, val_set, cfg: MaskRCNNConfig, workdir: Path, device: str) -> dict:
         check_mask_rcnn_config(cfg, f"methods.{self.name}")

@@ -226,10 +226,7 @@ class ObjGuided(Method):
     Config = ObjGuidedConfig
     uses_gpu = True
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> ObjGuidedConfig:
-        cfg = super().make_config(overrides)
-        check_config(cfg, where=f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: ObjGuidedConfig, workdir: Path, device: str) -> dict:
         import torch

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -103,10 +103,7 @@ class PointRend(Method):
     Config = PointRendConfig
     uses_gpu = True
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> PointRendConfig:
-        cfg = super().make_config(overrides)
-        check_pointrend_config(cfg, f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_pointrend_config)
 
     def train(self, train_set, val_set, cfg: PointRendConfig, workdir: Path, device: str) -> dict:
         from methods._pointrend_net import build_model

@@ -47,7 +47,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -90,6 +90,39 @@ class WatershedConfig:
     max_tune_images: int = 32  # 0 = all
 
 
+def check_config(cfg: WatershedConfig, where: str = "methods.watershed") -> None:
+    """Check what ``make_config`` cannot (list fields, allowed values, ranges)."""
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{where}.{key}: {msg}")
+
+    def number_list(key: str, kind: type, minimum: float) -> None:
+        values = getattr(cfg, key)
+        if not isinstance(values, (list, tuple)) or not values:
+            fail(key, f"expected a non-empty list, got {values!r}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int) or v < minimum:
+                fail(key, f"expected {kind.__name__} values >= {minimum}, got {v!r}")
+
+    if not isinstance(cfg.signals, (list, tuple)) or not cfg.signals:
+        fail("signals", f"expected a non-empty list, got {cfg.signals!r}")
+    for key, values in (("signals", list(cfg.signals)), ("signal", [cfg.signal])):
+        for s in values:
+            if s not in SIGNALS:
+                fail(key, f"unknown signal {s!r} (known: {', '.join(SIGNALS)})")
+    number_list("background_sigmas", float, 0.0)
+    number_list("threshold_factors", float, 0.0)
+    number_list("min_distances", int, 1)
+    number_list("sigmas", float, 0.0)
+    number_list("min_sizes", int, 0)
+    for key, minimum in (("background_sigma", 0.0), ("threshold_factor", 0.0), ("min_distance", 1),
+                         ("sigma", 0.0), ("min_size", 0), ("signal_sigma", 0.0), ("max_tune_images", 0)):
+        if getattr(cfg, key) < minimum:
+            fail(key, f"must be >= {minimum}, got {getattr(cfg, key)!r}")
+    if cfg.tune_on not in TUNE_ON:
+        fail("tune_on", f"expected one of {', '.join(TUNE_ON)}, got {cfg.tune_on!r}")
+
+
 @register
 class Watershed(Method):
     """Otsu foreground + distance-transform watershed, with its parameters grid-searched on val."""
@@ -98,10 +131,7 @@ class Watershed(Method):
     Config = WatershedConfig
     uses_gpu = False
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> WatershedConfig:
-        cfg = super().make_config(overrides)
-        check_config(cfg, where=f"methods.{self.name}")
-        return cfg
+    config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: WatershedConfig, workdir: Path, device: str) -> dict:
         check_config(cfg, where=f"methods.{self.name}")
@@ -138,39 +168,6 @@ class Watershed(Method):
 
 # ---------------------------------------------------------------------------------------------------
 # configuration
-
-
-def check_config(cfg: WatershedConfig, where: str = "methods.watershed") -> None:
-    """Check what ``make_config`` cannot (list fields, allowed values, ranges)."""
-
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{where}.{key}: {msg}")
-
-    def number_list(key: str, kind: type, minimum: float) -> None:
-        values = getattr(cfg, key)
-        if not isinstance(values, (list, tuple)) or not values:
-            fail(key, f"expected a non-empty list, got {values!r}")
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int) or v < minimum:
-                fail(key, f"expected {kind.__name__} values >= {minimum}, got {v!r}")
-
-    if not isinstance(cfg.signals, (list, tuple)) or not cfg.signals:
-        fail("signals", f"expected a non-empty list, got {cfg.signals!r}")
-    for key, values in (("signals", list(cfg.signals)), ("signal", [cfg.signal])):
-        for s in values:
-            if s not in SIGNALS:
-                fail(key, f"unknown signal {s!r} (known: {', '.join(SIGNALS)})")
-    number_list("background_sigmas", float, 0.0)
-    number_list("threshold_factors", float, 0.0)
-    number_list("min_distances", int, 1)
-    number_list("sigmas", float, 0.0)
-    number_list("min_sizes", int, 0)
-    for key, minimum in (("background_sigma", 0.0), ("threshold_factor", 0.0), ("min_distance", 1),
-                         ("sigma", 0.0), ("min_size", 0), ("signal_sigma", 0.0), ("max_tune_images", 0)):
-        if getattr(cfg, key) < minimum:
-            fail(key, f"must be >= {minimum}, got {getattr(cfg, key)!r}")
-    if cfg.tune_on not in TUNE_ON:
-        fail("tune_on", f"expected one of {', '.join(TUNE_ON)}, got {cfg.tune_on!r}")
 
 
 def params_from(state: dict | None, cfg: WatershedConfig) -> dict:

@@ -260,7 +260,7 @@ def test_short_training_writes_checkpoint_and_log(tmp_path):
 
 #: the learning test's schedule (tuned on 2 shared CPU cores; see methods/README_box_baselines.md)
 LEARN = {"backbone": "resnet18", "pretrained": "none", "num_workers": 0, "input_size": 96, "batch_size": 2,
-         "lr": 1e-3, "max_steps": 80, "augment": False, "fpn_channels": 64, "box_head_dim": 256,
+         "lr": 1e-3, "max_steps": 160, "augment": False, "fpn_channels": 64, "box_head_dim": 256,
          "coarse_fc_dim": 256, "point_fc_dim": 64,
          "box_batch_size_per_image": 64, "rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 300,
          "smallest_anchor": 16, "log_every": 10}
