@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from methods.base import Instance
+from methods.base import Instance, Method
 from objguided.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the method registry stays torch-free
@@ -410,3 +410,27 @@ def state_model(state: Any, method_name: str) -> dict:
 __all__ = ["BoxConfig", "check_config", "build_fpn_backbone", "rebuild_backbone", "rcnn_kwargs", "train_config",
            "TrainSamples", "collate", "loss_fn", "train_detector", "paste_masks", "detect", "predict_detector",
            "masks_to_targets", "image_tensor", "state_model"]
+
+
+class TorchvisionDetector(Method):
+    """``train`` and ``predict`` shared by the torchvision detectors; a subclass says how to build its model."""
+
+    uses_gpu = True
+
+    def build_model(self, cfg: BoxConfig, backbone) -> nn.Module:
+        raise NotImplementedError
+
+    def train(self, train_set, val_set, cfg: BoxConfig, workdir: Path, device: str) -> dict:
+        self.config_check(cfg, f"methods.{self.name}")
+        backbone, frozen_bn, source = build_fpn_backbone(cfg)
+        model = self.build_model(cfg, backbone)
+        return train_detector(self.name, model, train_set, cfg, workdir, device,
+                              {"frozen_bn": frozen_bn, "weights_source": source})
+
+    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: BoxConfig,
+                device: str) -> Iterator[list[Instance]]:
+        state = state_model(state, self.name)
+        model = self.build_model(cfg, rebuild_backbone(cfg, state["frozen_bn"]))
+        model.load_state_dict(state["model"])
+        yield from predict_detector(model, images, cfg, device)
+

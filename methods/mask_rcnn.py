@@ -13,15 +13,11 @@ The state kept: ``{"model": state_dict, "frozen_bn": bool, "weights_source": str
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
 
-import numpy as np
 
 from methods import register
-from methods._torchvision_detection import (BoxConfig, build_fpn_backbone, check_config, predict_detector,
-                                            rcnn_kwargs, rebuild_backbone, state_model, train_detector)
-from methods.base import Instance, Method
+from methods._torchvision_detection import (BoxConfig, TorchvisionDetector, build_fpn_backbone, check_config,
+                                            rcnn_kwargs)
 
 
 @dataclass
@@ -50,28 +46,16 @@ def build_model(cfg: MaskRCNNConfig, backbone=None):
 
 
 @register
-class MaskRCNN(Method):
+class MaskRCNN(TorchvisionDetector):
     """Mask R-CNN ResNet-FPN (torchvision), one foreground class."""
 
     name = "mask_rcnn"
     Config = MaskRCNNConfig
-    uses_gpu = True
 
     config_check = staticmethod(check_mask_rcnn_config)
 
-    def train(self, train_set, val_set, cfg: MaskRCNNConfig, workdir: Path, device: str) -> dict:
-        check_mask_rcnn_config(cfg, f"methods.{self.name}")
-        backbone, frozen_bn, source = build_fpn_backbone(cfg)
-        model = build_model(cfg, backbone)
-        return train_detector(self.name, model, train_set, cfg, workdir, device,
-                              {"frozen_bn": frozen_bn, "weights_source": source})
-
-    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: MaskRCNNConfig,
-                device: str) -> Iterator[list[Instance]]:
-        state = state_model(state, self.name)
-        model = build_model(cfg, rebuild_backbone(cfg, state["frozen_bn"]))
-        model.load_state_dict(state["model"])
-        yield from predict_detector(model, images, cfg, device)
+    def build_model(self, cfg: MaskRCNNConfig, backbone):
+        return build_model(cfg, backbone)
 
 
 __all__ = ["MaskRCNN", "MaskRCNNConfig", "build_model"]

@@ -43,14 +43,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
 
-import numpy as np
 
 from methods import register
-from methods._torchvision_detection import BoxConfig, check_config, state_model
-from methods.base import Instance, Method
+from methods._torchvision_detection import BoxConfig, TorchvisionDetector, check_config
 from objguided.errors import ConfigError
 
 
@@ -96,34 +92,18 @@ def check_pointrend_config(cfg: PointRendConfig, where: str) -> None:
 
 
 @register
-class PointRend(Method):
+class PointRend(TorchvisionDetector):
     """PointRend (coarse 7x7 mask + point head, adaptive subdivision to 224x224) on torchvision."""
 
     name = "pointrend"
     Config = PointRendConfig
-    uses_gpu = True
 
     config_check = staticmethod(check_pointrend_config)
 
-    def train(self, train_set, val_set, cfg: PointRendConfig, workdir: Path, device: str) -> dict:
+    def build_model(self, cfg: PointRendConfig, backbone):
         from methods._pointrend_net import build_model
-        from methods._torchvision_detection import build_fpn_backbone, train_detector
 
-        check_pointrend_config(cfg, f"methods.{self.name}")
-        backbone, frozen_bn, source = build_fpn_backbone(cfg)
-        model = build_model(cfg, backbone)
-        return train_detector(self.name, model, train_set, cfg, workdir, device,
-                              {"frozen_bn": frozen_bn, "weights_source": source})
-
-    def predict(self, state: dict, images: Iterable[np.ndarray], cfg: PointRendConfig,
-                device: str) -> Iterator[list[Instance]]:
-        from methods._pointrend_net import build_model
-        from methods._torchvision_detection import predict_detector, rebuild_backbone
-
-        state = state_model(state, self.name)
-        model = build_model(cfg, rebuild_backbone(cfg, state["frozen_bn"]))
-        model.load_state_dict(state["model"])
-        yield from predict_detector(model, images, cfg, device)
+        return build_model(cfg, backbone)
 
 
 __all__ = ["PointRend", "PointRendConfig", "check_pointrend_config"]
