@@ -344,6 +344,35 @@ def write_tuning(workdir: Path | None, name: str, record: dict) -> None:
     write_json(Path(workdir) / name, record)
 
 
+def train_dense(name: str, build_net: Callable[[], Any], net_spec: dict, train_set, val_set, cfg, workdir: Path | None,
+                device: str, targets, loss_fn, tune_post: Callable) -> dict:
+    """The training of a dense method: fit the net on ``train_set``, tune its post-processing on ``val_set``.
+
+    Returns the state both dense methods keep: weights, ``net_spec`` (to rebuild the net), the tuned
+    post-processing parameters and a summary of the tuning (whose full grid goes to
+    ``<workdir>/<name>_tuning.json``).
+    """
+    pairs = [(s.image, s.labels) for s in train_set]
+    if not pairs:
+        raise ConfigError(f"methods.{name}: the train split of {train_set.root} is empty")
+    net = build_net()
+    run_key = {"method": name, "config": dataclasses.asdict(cfg), "train_ids": list(getattr(train_set, "ids", []))}
+    net, tcfg = fit_dense(net, DenseSamples(pairs, cfg, targets), loss_fn, cfg, workdir, device, run_key)
+    post, tuning = tune_post(net, val_set, cfg, device)
+    write_tuning(workdir, f"{name}_tuning.json", tuning)
+    return {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "net": net_spec,
+            "post": post, "tuning": {k: v for k, v in tuning.items() if k != "grid"},
+            "train_config": dataclasses.asdict(tcfg)}
+
+
+def tuned_params(state: dict | None, cfg, keys: Sequence[str]) -> dict:
+    """The post-processing parameters ``keys``: the tuned ones in ``state``, else the config's."""
+    params = {k: getattr(cfg, k) for k in keys}
+    if state and state.get("post"):
+        params.update({k: state["post"][k] for k in keys if k in state["post"]})
+    return params
+
+
 __all__ = ["DenseTrainFields", "DenseSamples", "check_train_fields", "check_number_list", "train_config",
            "prepare_image", "to_tensor", "pad_to_multiple", "random_sample", "collate", "fit_dense", "relabel",
-           "tune_images", "grid", "tune", "write_tuning"]
+           "tune_images", "grid", "tune", "write_tuning", "train_dense", "tuned_params"]

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from methods.base import Instance, Method
+from methods.base import Instance, Method, rgb3
 from objguided.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the method registry stays torch-free
@@ -246,11 +246,6 @@ def train_config(cfg: BoxConfig):
 
 # ---------------------------------------------------------------------------------------------------
 # training data
-
-
-def rgb3(image: np.ndarray) -> np.ndarray:
-    """uint8 HxW or HxWx3 -> uint8 HxWx3 (gray repeated)."""
-    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
 def image_tensor(image: np.ndarray) -> Tensor:

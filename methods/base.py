@@ -64,12 +64,19 @@ class Method:
         raise NotImplementedError
 
 
+def rgb3(image: np.ndarray) -> np.ndarray:
+    """uint8 HxW or HxWxC -> HxWx3: gray repeated to three channels, extra channels dropped.
+
+    >>> rgb3(np.zeros((2, 4), np.uint8)).shape, rgb3(np.zeros((2, 4, 4), np.uint8)).shape
+    ((2, 4, 3), (2, 4, 3))
+    """
+    image = np.asarray(image)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+
 def as_float_image(image: np.ndarray) -> np.ndarray:
     """uint8 HxW or HxWx3 -> float32 HxWx3 in [0, 1] (gray repeated), the input most networks expect."""
-    img = image.astype(np.float32) / 255.0
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return img
+    return rgb3(image).astype(np.float32) / 255.0
 
 
 def instances_from_labels(labels: np.ndarray, scores: Sequence[float] | None = None) -> list[Instance]:

@@ -39,7 +39,6 @@ State: ``{"model": state_dict, "net": {"width", "batch_norm"}, "post": tuned par
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +48,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from methods import register
-from methods._dense import (DenseSamples, DenseTrainFields, _is_int, _is_num, check_number_list,
-                            check_train_fields, fail, fit_dense, grid, pad_to_multiple, prepare_image, relabel,
-                            to_tensor, tune, tune_images, write_tuning)
+from methods._dense import (DenseTrainFields, _is_int, _is_num, check_number_list,
+                            check_train_fields, fail, grid, pad_to_multiple, prepare_image, relabel,
+                            to_tensor, train_dense, tune, tune_images, tuned_params)
 from methods.base import Instance, Method
 from objguided.errors import ConfigError
 
@@ -305,20 +304,9 @@ class DCAN(Method):
 
     def train(self, train_set, val_set, cfg: DCANConfig, workdir: Path, device: str) -> dict:
         check_config(cfg, where=f"methods.{self.name}")
-        pairs = [(s.image, s.labels) for s in train_set]
-        if not pairs:
-            raise ConfigError(f"methods.{self.name}: the train split of {train_set.root} is empty")
-        net = build_net(cfg.width, cfg.batch_norm)
-        samples = DenseSamples(pairs, cfg, make_targets(cfg))
-        run_key = {"method": self.name, "config": dataclasses.asdict(cfg),
-                   "train_ids": list(getattr(train_set, "ids", []))}
-        net, tcfg = fit_dense(net, samples, make_loss(cfg), cfg, workdir, device, run_key)
-        post, tuning = tune_post(net, val_set, cfg, device)
-        write_tuning(workdir, "dcan_tuning.json", tuning)
-        return {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "net": {"width": cfg.width, "batch_norm": cfg.batch_norm},
-                "post": post, "tuning": {k: v for k, v in tuning.items() if k != "grid"},
-                "train_config": dataclasses.asdict(tcfg)}
+        spec = {"width": cfg.width, "batch_norm": cfg.batch_norm}
+        return train_dense(self.name, lambda: build_net(cfg.width, cfg.batch_norm), spec, train_set, val_set, cfg,
+                           workdir, device, make_targets(cfg), make_loss(cfg), tune_post)
 
     def predict(self, state: dict, images: Iterable[np.ndarray], cfg: DCANConfig,
                 device: str) -> Iterator[list[Instance]]:
@@ -330,12 +318,9 @@ class DCAN(Method):
             yield instances_from(labels, core, p_obj, p_cnt)
 
 
-def post_params(state: dict | None, cfg: DCANConfig) -> dict:
+def post_params(state: dict | None, cfg) -> dict:
     """The post-processing parameters: the tuned ones in ``state``, else the config's."""
-    params = {k: getattr(cfg, k) for k in POST}
-    if state and state.get("post"):
-        params.update({k: state["post"][k] for k in POST if k in state["post"]})
-    return params
+    return tuned_params(state, cfg, POST)
 
 
 def load_net(state: dict, device: str):

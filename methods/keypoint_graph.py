@@ -32,7 +32,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method
+from methods.base import Instance, Method, rgb3
 from objguided.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -132,13 +132,6 @@ def train_config(cfg: KeypointGraphConfig):
 def net_config(cfg: KeypointGraphConfig) -> dict:
     return {"backbone": cfg.backbone, "pretrained": cfg.pretrained, "head_kernel": cfg.head_kernel,
             "head_width": cfg.head_width, "radius": float(cfg.radius), "inclusive_boxes": cfg.inclusive_boxes}
-
-
-def rgb3(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    return image[..., :3]
 
 
 # ---------------------------------------------------------------------------------------------------

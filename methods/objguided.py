@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method
+from methods.base import Instance, Method, rgb3
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -150,13 +150,6 @@ def train_config(cfg: ObjGuidedConfig):
                        checkpoint_min_seconds=float(cfg.checkpoint_min_seconds),
                        max_steps=cfg.max_steps, log_every=cfg.log_every,
                        grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip))
-
-
-def rgb3(image: np.ndarray) -> np.ndarray:
-    """uint8 HxW or HxWx3 -> uint8 HxWx3 (gray repeated)."""
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2)
-    return image
 
 
 # ---------------------------------------------------------------------------------------------------
