@@ -8,9 +8,10 @@ to be realistic and equal-ish for the two:
 
 - **Ours**: the paper's inference path (letterbox to 512, ``detect``, ``to_instances`` with mask NMS)
   with the score threshold at 0 and top-K = ``--detections``, so exactly K heatmap peaks become
-  detections; the untrained size head would give boxes of about 0 px (no ROI at all), so its output is
-  replaced by a fixed random map of box sizes uniform in 8-40 px (the nuclei range of DSB2018; seeded),
-  which gives the ROI branch K ROIs of varied sizes, as on real data.
+  detections; the untrained size head would give boxes of about 0 px (no ROI at all), so the sizes the
+  decoder reads come from a fixed random map of box sizes uniform in 8-40 px (the nuclei range of DSB2018;
+  seeded; the size head itself still runs), which gives the ROI branch K ROIs of varied sizes, as on real
+  data. Timed twice: with the size and offset heads at the peaks only (the default on CPU) and dense.
 - **Mask R-CNN**: torchvision's ``maskrcnn_resnet50_fpn`` (2 classes, images resized to 512,
   ``box_detections_per_img`` = ``--detections``); its untrained box scores (~0.5) pass the default
   0.05 threshold, so it returns up to K detections after its box NMS; masks pasted at full size and
@@ -31,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -40,33 +40,39 @@ if str(REPO) not in sys.path:
 SIZE_RANGE_PX = (8.0, 40.0)
 
 
-class _ForcedSizes(nn.Module):
-    """Wraps the detection heads: ``wh`` replaced by a fixed random map (box sizes in heatmap cells)."""
+def _force_sizes(net, seed: int = 0) -> None:
+    """Make ``net.decode`` read box sizes from a fixed random map (heatmap cells) instead of the untrained
+    size head, whose output is still computed (dense or at the peaks, as the network does): its cost counts."""
+    decode, cache = net.decode, {}
 
-    def __init__(self, heads: nn.Module, seed: int = 0):
-        super().__init__()
-        self.heads, self.seed, self.cache = heads, seed, {}
-
-    def forward(self, x):
-        out = self.heads(x)
-        shape = tuple(out["wh"].shape)
-        if shape not in self.cache:
-            g = torch.Generator().manual_seed(self.seed)
+    def forced_decode(out, score_threshold=0.3, top_k=500, at=None):
+        hm = out["hm"]
+        shape = (hm.shape[0], 2, hm.shape[2] * hm.shape[3])
+        if shape not in cache:
+            g = torch.Generator().manual_seed(seed)
             lo, hi = (s / 4 for s in SIZE_RANGE_PX)
-            self.cache[shape] = (lo + (hi - lo) * torch.rand(shape, generator=g)).to(out["wh"])
-        out["wh"] = self.cache[shape]
-        return out
+            cache[shape] = (lo + (hi - lo) * torch.rand(shape, generator=g)).to(hm)
+        base = at or (lambda name, i, ind: out[name][i].reshape(2, -1)[:, ind])
+
+        def forced_at(name, i, ind):
+            value = base(name, i, ind)
+            return cache[shape][i][:, ind] if name == "wh" else value
+
+        return decode(out, score_threshold, top_k, at=forced_at)
+
+    net.decode = forced_decode
 
 
-def forced_ours(device: str, top_k: int = 100, backbone: str = "resnet50", size: int = 512, refine: bool = True):
+def forced_ours(device: str, top_k: int = 100, backbone: str = "resnet50", size: int = 512, refine: bool = True,
+                sparse_heads: bool = True):
     """A predictor image -> instances of an untrained network with ``top_k`` forced detections."""
     from methods.objguided import ObjGuidedConfig, predict_with
     from objguided.models.config import ModelConfig
     from objguided.models.network import ObjGuidedNet
 
     torch.manual_seed(0)
-    net = ObjGuidedNet(ModelConfig(backbone=backbone, pretrained=None, refine=refine))
-    net.heads = _ForcedSizes(net.heads)
+    net = ObjGuidedNet(ModelConfig(backbone=backbone, pretrained=None, refine=refine, sparse_heads=sparse_heads))
+    _force_sizes(net)
     net = net.to(device).eval()
     cfg = ObjGuidedConfig(backbone=backbone, pretrained=None, input_size=size, score_threshold=0.0, top_k=top_k)
     return lambda image: next(predict_with(net, [image], cfg, device))
@@ -99,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--detections", type=int, nargs="+", default=[100, 500])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cpu_speed.md"))
+    ap.add_argument("--count-macs", action="store_true",
+                    help="also count each method's multiply-accumulates on the first image (torch's FlopCounterMode)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,9 +114,10 @@ def main(argv=None) -> int:
 
     images = [im for _, im, _ in generate("nuclei", args.images + 1, 512, seed=0)]
     device = "cpu"
-    rows = []
+    rows, macs = [], {}
     for k in args.detections:
         predictors = {"Ours (ResNet-50, W. Refine)": forced_ours(device, top_k=k),
+                      "Ours, dense size/offset heads": forced_ours(device, top_k=k, sparse_heads=False),
                       "Mask R-CNN R50-FPN (torchvision)": (lambda m: (lambda im: mask_rcnn_instances(m, im, device)))(
                           mask_rcnn(device, detections=k))}
         seconds = {name: [] for name in predictors}
@@ -119,6 +128,13 @@ def main(argv=None) -> int:
                 found = predict(image)
                 seconds[name].append(time.perf_counter() - t0)
                 counts[name].append(len(found))
+        if args.count_macs:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            for name, predict in predictors.items():
+                with FlopCounterMode(display=False) as counter:
+                    predict(images[0])
+                macs[(k, name)] = counter.get_total_flops() / 2e9
         fps = {name: 1.0 / float(np.mean(s[1:])) for name, s in seconds.items()}
         for name in predictors:
             rows.append((k, name, fps[name], float(np.mean(seconds[name][1:])), float(np.mean(counts[name][1:]))))
@@ -127,13 +143,15 @@ def main(argv=None) -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## {stamp}: cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads, {args.images} images timed (+1 dropped), 512x512 synthetic nuclei\n",
-             "| detections (K) | method | images / s | s / image | instances / image (after NMS) |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {k} | {name} | {f:.3f} | {s:.2f} | {n:.0f} |" for k, name, f, s, n in rows]
+             "| detections (K) | method | images / s | s / image | instances / image (after NMS) | GMACs / image |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {k} | {name} | {f:.3f} | {s:.2f} | {n:.0f} | "
+              + (f"{macs[(k, name)]:.1f} |" if (k, name) in macs else "not counted |") for k, name, f, s, n in rows]
     for k in args.detections:
-        ours = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Ours")][0]
+        ours = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Ours (")][0]
+        dense = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Ours, dense")][0]
         mr = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Mask")][0]
-        lines.append(f"\nK = {k}: Ours / Mask R-CNN = **{ours / mr:.2f}x**")
+        lines.append(f"\nK = {k}: Ours / Mask R-CNN = **{ours / mr:.2f}x** (dense heads: {dense / mr:.2f}x)")
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     if not out.exists():

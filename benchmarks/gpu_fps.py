@@ -127,9 +127,8 @@ def main(argv=None) -> int:
 
     # Ours
     if args.ours:
-        from methods.objguided import build_net, predict_with
-
         import methods
+        from methods.objguided import build_net, predict_with
 
         record = load_model(args.ours)
         cfg = methods.get("objguided").make_config(record["params"])

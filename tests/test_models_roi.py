@@ -7,8 +7,16 @@ import torch
 from objguided.models.config import ModelConfig
 from objguided.models.network import ObjGuidedNet, decode_heads
 from objguided.models.refine import point_counts, point_sample, select_uncertain_points
-from objguided.models.roi import (crop_group, crop_same_size, cxcywh_to_inclusive, group_rois, inclusive_to_cxcywh,
-                                  roi_levels, sample_separable)
+from objguided.models.roi import (
+    crop_group,
+    crop_groups,
+    crop_same_size,
+    cxcywh_to_inclusive,
+    group_rois,
+    inclusive_to_cxcywh,
+    roi_levels,
+    sample_separable,
+)
 
 torch.set_num_threads(1)
 
@@ -87,12 +95,15 @@ def test_batched_crop_equals_one_by_one():
     feats = [torch.randn(2, 4, 64 // 2 ** i, 64 // 2 ** i) for i in range(5)]
     boxes = [np.array([[20, 20, 10, 10], [40, 30, 10, 10], [30, 30, 21, 7]], np.float32),
              np.array([[25, 40, 10, 10]], np.float32)]
-    for levels, members in group_rois(boxes, 1.1, 2.0, batch=True):
+    groups = group_rois(boxes, 1.1, 2.0, batch=True)
+    # every group at once (one grid_sample per image and level) = one group at a time = one ROI at a time
+    for (levels, members), together in zip(groups, crop_groups(feats, groups)):
         batched = crop_group(feats, levels, members)
         for k, (b, j) in enumerate(members):
-            single = crop_group(feats, [levels[k]], [(b, j)])
-            for lb, ls in zip(batched, single):
-                torch.testing.assert_close(lb[k:k + 1], ls)
+            for lvl, (lt, lb) in enumerate(zip(together, batched)):
+                single = crop_same_size(feats[lvl][b], [levels[k][lvl]])
+                torch.testing.assert_close(lb[k:k + 1], single)
+                torch.testing.assert_close(lt[k:k + 1], single)
     sizes = sorted(len(m) for _, m in group_rois(boxes, 1.1, 2.0, batch=True))
     assert sizes == [1, 3]
 
@@ -130,6 +141,56 @@ def test_detect_output_structure(net):
             assert float(roi.min()) >= 0 and float(roi.max()) <= 1
             np.testing.assert_allclose(span[2] - span[0], 1.1 * c[2], rtol=1e-5)
         np.testing.assert_allclose(d["boxes"][:, 2] - d["boxes"][:, 0], d["cxcywh"][:, 2] - 1, rtol=1e-5)
+
+
+def test_sparse_heads_detect_as_the_dense_heads(net):
+    """On a CPU, detect() runs the size and offset heads at the peaks only: same detections as dense."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 96, 96) * 0.3
+    res = {}
+    with torch.no_grad():
+        net.heads.wh[-1].bias.fill_(2.5)  # 10 px boxes, ROIs at every level
+        net.SPARSE_MAX_COVER = float("inf")  # 60 peaks on a 24x24 map: force the sparse path anyway
+        for sparse in (True, False):
+            net.cfg.sparse_heads = sparse
+            res[sparse] = net.detect(x, score_threshold=0.0, top_k=60)  # peaks at the map's borders too
+        del net.SPARSE_MAX_COVER
+        net.cfg.sparse_heads = True
+        net.heads.wh[-1].bias.zero_()
+    for a, b in zip(res[True], res[False]):
+        assert len(a["scores"]) == len(b["scores"]) > 20
+        torch.testing.assert_close(a["scores"], b["scores"])
+        torch.testing.assert_close(a["cxcywh"], b["cxcywh"], rtol=1e-5, atol=1e-4)
+        for ra, rb in zip(a["rois"], b["rois"]):
+            if ra.shape == rb.shape:  # a size on an integer boundary may round the other way
+                torch.testing.assert_close(ra, rb, rtol=1e-3, atol=1e-3)
+
+
+def test_many_peaks_fall_back_to_the_dense_head(net, monkeypatch):
+    """Past SPARSE_MAX_COVER of the map, gathering patches costs more than the dense conv: it runs instead."""
+    import objguided.models.network as network
+
+    calls = []
+    monkeypatch.setattr(network, "head_at", lambda head, x, ind: calls.append(ind.numel()) or torch.zeros(2, 0))
+    x = torch.randn(net.heads.wh[0].in_channels, 24, 24)
+    few, many = torch.arange(5), torch.arange(200)  # 5 * 49 = 245 <= 288 < 200 * 49 cells of 576
+    with torch.no_grad():
+        net._head_at(net.heads.wh, x, few)
+        dense = net._head_at(net.heads.wh, x, many)
+    assert calls == [5] and dense.shape == (2, 200)
+
+
+def test_head_at_equals_the_dense_head_everywhere():
+    from objguided.models.layers import detection_head, head_at
+
+    torch.manual_seed(5)
+    for k1, k2 in ((7, 7), (3, 1)):
+        head = detection_head(6, 16, 2, k1, k2)
+        x = torch.randn(6, 13, 10)
+        ind = torch.arange(13 * 10)  # every position: borders, corners, neighbours sharing hidden cells
+        torch.testing.assert_close(head_at(head, x, ind, chunk=37), head(x[None])[0].reshape(2, -1),
+                                   rtol=1e-4, atol=1e-5)
+        assert head_at(head, x, ind[:0]).shape == (2, 0)
 
 
 def test_point_counts():

@@ -36,6 +36,8 @@ class ModelConfig:
         the authors' code does not, and can produce NaN/inf on a saturated output). A named deviation.
     batch_rois : process ROIs whose grids have the same size at every level as one batch (exact:
         grid sampling is per point and InstanceNorm normalises each sample on its own).
+    sparse_heads : at inference on a CPU, evaluate the size and offset heads at the heatmap's peaks only
+        (the same numbers up to float rounding; see :func:`objguided.models.layers.head_at`).
     """
 
     backbone: str = "resnet50"
@@ -56,6 +58,7 @@ class ModelConfig:
     point_weight: float = 1.0
     clamp_heatmap: bool = True
     batch_rois: bool = True
+    sparse_heads: bool = True
 
     def __post_init__(self):
         if self.backbone not in ("resnet18", "resnet34", "resnet50"):

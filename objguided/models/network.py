@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from objguided.models.backbone import resnet_features
 from objguided.models.config import ModelConfig
-from objguided.models.layers import CombinationModule, DetectionHeads, SegmentationBranch
+from objguided.models.layers import CombinationModule, DetectionHeads, SegmentationBranch, head_at
 from objguided.models.losses import focal_loss, reg_l1_loss, roi_bce
 from objguided.models.refine import point_sample, select_uncertain_points
-from objguided.models.roi import crop_group, cxcywh_to_inclusive, group_rois, inclusive_to_cxcywh, sample_separable
+from objguided.models.roi import crop_groups, cxcywh_to_inclusive, group_rois, inclusive_to_cxcywh, sample_separable
 
 DETECTION_KEYS = ("hm", "wh", "reg", "ind", "reg_mask")
 
@@ -58,24 +58,40 @@ class ObjGuidedNet(nn.Module):
         ``seg_feats``: the five maps the segmentation branch crops, [c0_conv(image) (S), backbone conv1
         (S/2), c2 (S/4), c3 (S/8), c4 (S/16)].
         """
+        c2, seg_feats = self._features(images)
+        out = self.heads(c2)
+        out["hm"] = torch.sigmoid(out["hm_logits"])
+        out["seg_feats"] = seg_feats
+        return out
+
+    def _features(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The heads' input map c2 and the five maps the segmentation branch crops."""
         c1, l1, l2, l3, l4 = self.backbone(images)
         c4 = self.dec_c4(l4, l3)
         c3 = self.dec_c3(c4, l2)
         c2 = self.dec_c2(c3, l1)
-        out = self.heads(c2)
-        out["hm"] = torch.sigmoid(out["hm_logits"])
-        out["seg_feats"] = [self.seg.c0_conv(images), c1, c2, c3, c4]
-        return out
+        return c2, [self.seg.c0_conv(images), c1, c2, c3, c4]
 
     def _roi_groups(self, seg_feats: list[Tensor], per_image_boxes: list[np.ndarray]):
         """Yield (members, levels, logits [n,1,h,w], fused maps) per batch of same-size ROIs.
 
         ``per_image_boxes``: per image [m, 4] (cx, cy, w, h) in input pixels (not yet enlarged)."""
         cfg = self.cfg
-        for levels, members in group_rois(per_image_boxes, cfg.roi_enlarge, cfg.min_roi_size, cfg.batch_rois):
-            crops = crop_group(seg_feats, levels, members)
+        groups = group_rois(per_image_boxes, cfg.roi_enlarge, cfg.min_roi_size, cfg.batch_rois)
+        for (levels, members), crops in zip(groups, crop_groups(seg_feats, groups)):
             logits, fused = self.seg.fuse(crops)
             yield members, levels, logits, fused
+
+    #: a head runs at the peaks only while their output windows cover at most this part of the map (an
+    #: upper bound: windows overlap); beyond it the dense convolution is cheaper than gathering patches
+    SPARSE_MAX_COVER = 0.5
+
+    def _head_at(self, head: nn.Sequential, x: Tensor, ind: Tensor) -> Tensor:
+        """``head`` on one image's map ``x`` [C, H, W] at the flat positions ``ind``: [C_out, n]."""
+        k2 = head[-1].kernel_size[0]
+        if ind.numel() * k2 * k2 <= self.SPARSE_MAX_COVER * x.shape[1] * x.shape[2]:
+            return head_at(head, x, ind)
+        return head(x[None])[0].reshape(head[-1].out_channels, -1)[:, ind]
 
     # --------------------------------------------------------------------------------------- loss
     def loss(self, images: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -138,9 +154,9 @@ class ObjGuidedNet(nn.Module):
 
     # ------------------------------------------------------------------------------------- detect
     @torch.no_grad()
-    def decode(self, out: dict, score_threshold: float = 0.3, top_k: int = 500) -> list[dict]:
+    def decode(self, out: dict, score_threshold: float = 0.3, top_k: int = 500, at=None) -> list[dict]:
         """:func:`decode_heads` with this network's down ratio."""
-        return decode_heads(out, score_threshold, top_k, self.cfg.down_ratio)
+        return decode_heads(out, score_threshold, top_k, self.cfg.down_ratio, at=at)
 
     @torch.no_grad()
     def detect(self, images: Tensor, score_threshold: float = 0.3, top_k: int = 500) -> list[dict]:
@@ -156,13 +172,25 @@ class ObjGuidedNet(nn.Module):
           (x_first + c*(x_last-x_first)/(W-1), y_first + r*(y_last-y_first)/(H-1)).
 
         Detections whose enlarged box is under 2 px wide or high get no ROI and are dropped.
+
+        On a CPU with ``cfg.sparse_heads`` the size and offset heads run at the heatmap's peaks only
+        (:func:`~objguided.models.layers.head_at`: the same numbers up to float rounding) while the peaks
+        are few enough (:attr:`SPARSE_MAX_COVER`); on a GPU the dense convolutions are cheap and run as in
+        training.
         """
-        out = self.forward(images)
-        dets = self.decode(out, score_threshold, top_k)
+        c2, seg_feats = self._features(images)
+        if self.cfg.sparse_heads and images.device.type == "cpu":
+            hm = torch.sigmoid(self.heads.hm(c2))
+            at = lambda name, i, ind: self._head_at(getattr(self.heads, name), c2[i], ind)  # noqa: E731
+            dets = self.decode({"hm": hm}, score_threshold, top_k, at=at)
+        else:
+            out = self.heads(c2)
+            out["hm"] = torch.sigmoid(out["hm_logits"])
+            dets = self.decode(out, score_threshold, top_k)
         boxes = [d["cxcywh"].numpy() for d in dets]
         rois: list[dict] = [dict() for _ in dets]
         spans: list[dict] = [dict() for _ in dets]
-        for members, levels, logits, _ in self._roi_groups(out["seg_feats"], boxes):
+        for members, levels, logits, _ in self._roi_groups(seg_feats, boxes):
             probs = torch.sigmoid(logits[:, 0]).float().cpu()
             for (b, j), lv, p in zip(members, levels, probs):
                 rois[b][j] = p
@@ -183,14 +211,20 @@ class ObjGuidedNet(nn.Module):
 
 
 @torch.no_grad()
-def decode_heads(out: dict, score_threshold: float = 0.3, top_k: int = 500, down_ratio: int = 4) -> list[dict]:
+def decode_heads(out: dict, score_threshold: float = 0.3, top_k: int = 500, down_ratio: int = 4,
+                 at=None) -> list[dict]:
     """Boxes from the heads' outputs ``out`` (``hm`` probabilities, ``wh``, ``reg``): 3x3 max-pool peak
     NMS on the heatmap (a cell is kept when it equals its 3x3 maximum), the top K peaks, keep score >
     threshold; centre = r * (cell + offset), size = r * (w, h), r = down_ratio.
 
+    ``at(name, image index, flat positions) -> [2, n]``, when given, supplies ``wh`` and ``reg`` at the
+    kept peaks instead of the dense maps (which ``out`` then need not hold).
+
     Per image: ``cxcywh`` [n,4] float32 and ``scores`` [n] (CPU tensors, descending score).
     """
-    hm, wh, reg = out["hm"], out["wh"], out["reg"]
+    hm = out["hm"]
+    if at is None:
+        at = lambda name, i, ind: out[name][i].reshape(2, -1)[:, ind]  # noqa: E731
     b, _, h, w = hm.shape
     r = float(down_ratio)
     peaks = hm * (F.max_pool2d(hm, 3, stride=1, padding=1) == hm)
@@ -201,8 +235,8 @@ def decode_heads(out: dict, score_threshold: float = 0.3, top_k: int = 500, down
         keep = scores[i] > score_threshold
         ind = inds[i][keep]
         ys, xs = (ind // w).float(), (ind % w).float()
-        off = reg[i].reshape(2, -1)[:, ind].float()
-        size = wh[i].reshape(2, -1)[:, ind].float()
+        off = at("reg", i, ind).float()
+        size = at("wh", i, ind).float()
         cxcywh = torch.stack([(xs + off[0]) * r, (ys + off[1]) * r, size[0] * r, size[1] * r], 1)
         res.append({"cxcywh": cxcywh.cpu(), "scores": scores[i][keep].float().cpu()})
     return res

@@ -162,22 +162,62 @@ def group_rois(per_image_boxes: list, enlarge: float, min_size: float, batch: bo
     return list(groups.values())
 
 
-def crop_group(feats: list[Tensor], levels_per_roi: list[list[LevelBox]], members: list[tuple[int, int]]) -> list[Tensor]:
-    """Crop one group's ROIs at every level: returns per level a [n, C_l, gh_l, gw_l] tensor, ROIs in
-    ``members`` order. ``feats[l]`` is the level-l map of the batch [B, C_l, H/2^l, W/2^l]."""
-    n_levels = len(levels_per_roi[0])
-    images = [b for b, _ in members]
+def crop_groups(feats: list[Tensor], groups: list) -> list[list[Tensor]]:
+    """Crop the ROIs of every group (as :func:`group_rois` plans them) at every level.
+
+    Returns, per group, per level a [n, C_l, gh_l, gw_l] tensor, ROIs in the group's ``members`` order.
+    ``feats[l]`` is the level-l map of the batch [B, C_l, H/2^l, W/2^l].
+
+    All ROIs of one image at one level are sampled by a single grid_sample call over their points laid
+    end to end (a [1, P, 1, 2] grid): the values are those of one call per ROI (grid sampling is per
+    point), but the backward pass allocates and zero-fills the full-size input gradient once per (image,
+    level) instead of once per (group, image, level), which dominated the training step's time.
+    """
+    # (level, image) -> [(group, position in group, LevelBox)], group-major so each group is one slice
+    points: dict[tuple[int, int], list] = {}
+    for g, (levels_per_roi, members) in enumerate(groups):
+        for k, ((b, _), levels) in enumerate(zip(members, levels_per_roi)):
+            for lvl, lv in enumerate(levels):
+                points.setdefault((lvl, b), []).append((g, k, lv))
+    pieces: dict[tuple[int, int], list] = {}  # (group, level) -> [(positions, [n, C, gh, gw])]
+    for (lvl, b), items in sorted(points.items()):
+        feat = feats[lvl][b:b + 1]
+        _, c, height, width = feat.shape
+        grids, counts, runs = [], [], []  # runs: one per group present: (g, positions, gh, gw)
+        for g, k, lv in items:
+            gx = np.asarray(lv.xs(), np.float64) / max(width - 1, 1) * 2 - 1
+            gy = np.asarray(lv.ys(), np.float64) / max(height - 1, 1) * 2 - 1
+            grid = np.empty((lv.gh, lv.gw, 2), np.float64)
+            grid[..., 0] = gx[None, :]
+            grid[..., 1] = gy[:, None]
+            grids.append(grid.reshape(-1, 2))
+            if runs and runs[-1][0] == g:
+                runs[-1][1].append(k)
+                counts[-1] += lv.gh * lv.gw
+            else:
+                runs.append((g, [k], lv.gh, lv.gw))
+                counts.append(lv.gh * lv.gw)
+        grid = torch.as_tensor(np.concatenate(grids)[None, :, None, :], dtype=feat.dtype, device=feat.device)
+        sampled = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, :, :, 0]
+        for (g, positions, gh, gw), part in zip(runs, torch.split(sampled, counts, dim=1)):
+            crops = part.reshape(c, len(positions), gh, gw).permute(1, 0, 2, 3)
+            pieces.setdefault((g, lvl), []).append((positions, crops))
     out = []
-    for lvl in range(n_levels):
-        parts, order = [], []
-        for b in sorted(set(images)):
-            idx = [k for k, bb in enumerate(images) if bb == b]
-            parts.append(crop_same_size(feats[lvl][b], [levels_per_roi[k][lvl] for k in idx]))
-            order.extend(idx)
-        crops = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
-        if order != list(range(len(order))):
-            inv = torch.empty(len(order), dtype=torch.long)
-            inv[torch.as_tensor(order)] = torch.arange(len(order))
-            crops = crops[inv.to(crops.device)]
-        out.append(crops)
+    for g, (levels_per_roi, _) in enumerate(groups):
+        per_level = []
+        for lvl in range(len(levels_per_roi[0])):
+            parts = pieces[(g, lvl)]
+            order = [k for positions, _ in parts for k in positions]
+            crops = torch.cat([t for _, t in parts], 0) if len(parts) > 1 else parts[0][1]
+            if order != list(range(len(order))):
+                inv = torch.empty(len(order), dtype=torch.long)
+                inv[torch.as_tensor(order)] = torch.arange(len(order))
+                crops = crops[inv.to(crops.device)]
+            per_level.append(crops)
+        out.append(per_level)
     return out
+
+
+def crop_group(feats: list[Tensor], levels_per_roi: list[list[LevelBox]], members: list[tuple[int, int]]) -> list[Tensor]:
+    """Crop one group's ROIs at every level (see :func:`crop_groups`): per level [n, C_l, gh_l, gw_l]."""
+    return crop_groups(feats, [(levels_per_roi, members)])[0]
