@@ -81,7 +81,6 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 #: numpy's ``linspace(0.5, 0.95, 10)``, bit for bit (the ninth is 0.8999999999999999)
 DEFAULT_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -385,7 +384,7 @@ def evaluate(gt_labels: Sequence[np.ndarray], pred_masks: Sequence[Sequence[np.n
     Returns ``ap_seg``/``ap_dec`` (lists), ranked ``tp_seg``/``tp_dec`` (T, N), the pooled ``rank``, the
     candidate IoUs ``iou_seg``/``iou_dec`` per prediction (input order), ``gt_kept``, ``gt_dropped``.
     """
-    keys_s, keys_d, bests_s, bests_d, ious_s, ious_d, scores = [], [], [], [], [], [], []
+    keys_s, keys_d, ious_s, ious_d, scores = [], [], [], [], []
     n_kept = n_drop = offset = 0
     for i, (labels, masks) in enumerate(zip(gt_labels, pred_masks)):
         pix, owner = masks_to_pixels(masks)

@@ -24,7 +24,7 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, CanonicalDataset, read_label_map, read_split
+from objguided.data.canonical import IMAGE_DIR, CanonicalDataset, read_label_map, read_split
 from objguided.engine.atomic import write_json
 from objguided.errors import DataError
 
@@ -363,6 +363,21 @@ def read_predictions(path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- GT
+
+def record_images(ids: list[str], sources: list[tuple[str, Path]], where: str, gt, subset=None) -> np.ndarray:
+    """The index in ``sources`` (the scored GT images) of each prediction record's image id; a record of an
+    image that is not scored is a DataError naming the record, the id and the GT folder."""
+    index = {image_id: k for k, (image_id, _) in enumerate(sources)}
+    img = np.empty(len(ids), np.int64)
+    for i, image_id in enumerate(ids):
+        k = index.get(image_id)
+        if k is None:
+            raise DataError(f"{where}: record {i}: unknown image id '{image_id}': not one of the "
+                            f"{len(sources)} scored ground-truth images in {gt}"
+                            + (f" (subset '{subset}')" if subset else ""))
+        img[i] = k
+    return img
+
 
 def gt_sources(gt, split_path=None, subset=None) -> list[tuple[str, Path]]:
     """(image id, label map path) of the GT to score, in order.

@@ -24,15 +24,22 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
-from pathlib import Path
 
 import numpy as np
 
 from objguided.data.canonical import read_label_map
 from objguided.errors import ConfigError, DataError
 from objguided.metrics import ap
-from objguided.metrics.coco import (_load_json_list, check_nonempty, check_records, gt_coco_dict, gt_sources,
-                                    parse_rle_counts, runs_to_pixels)
+from objguided.metrics.coco import (
+    _load_json_list,
+    check_nonempty,
+    check_records,
+    gt_coco_dict,
+    gt_sources,
+    parse_rle_counts,
+    record_images,
+    runs_to_pixels,
+)
 
 DEFAULT_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 EVALUATOR_NAME = "objguided-voc2010"
@@ -93,18 +100,10 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
         raise ConfigError(f"mask_iou {mask_iou!r} unknown; expected one of {list(ap.MASK_IOU)}")
     thresholds = DEFAULT_THRESHOLDS
     sources = gt_sources(gt, split_path, subset)
-    index = {image_id: k for k, (image_id, _) in enumerate(sources)}
     where = str(pred_path)
     records = _load_json_list(pred_path)
     ids, counts, sizes, scores, soft = check_records(records, where)
-    img = np.empty(len(records), np.int64)
-    for i, image_id in enumerate(ids):
-        k = index.get(image_id)
-        if k is None:
-            raise DataError(f"{where}: record {i}: unknown image id '{image_id}': not one of the "
-                            f"{len(sources)} scored ground-truth images in {gt}"
-                            + (f" (subset '{subset}')" if subset else ""))
-        img[i] = k
+    img = record_images(ids, sources, where, gt, subset)
     perm = np.argsort(img, kind="stable")  # grouped by image, file order within
     img_s = img[perm]
     bounds = np.searchsorted(img_s, np.arange(len(sources) + 1))
@@ -163,6 +162,15 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
     per_tp_seg = np.stack([np.bincount(ranked_img[t], minlength=n_img) for t in tp_seg]) if n_img else None
     per_tp_dec = np.stack([np.bincount(ranked_img[t], minlength=n_img) for t in tp_dec]) if n_img else None
     n_pred = np.diff(bounds)
+    # Per-prediction match data for the report's bootstrap over images (objguided.report.bootstrap): the TP
+    # flags are a property of the image alone (matching is per image, in score order), so a resample of
+    # images only has to pool these again. Stored in file order within each image, as one bit mask per
+    # prediction (bit i = TP at thresholds[i]), to keep metrics.json small.
+    bits = np.left_shift(1, np.arange(len(thresholds), dtype=np.int64))[:, None]
+    seg_bits, dec_bits = np.zeros(len(rank), np.int64), np.zeros(len(rank), np.int64)
+    seg_bits[rank] = (tp_seg * bits).sum(axis=0)
+    dec_bits[rank] = (tp_dec * bits).sum(axis=0)
+    scores_s = np.asarray(scores, np.float64)[perm]
 
     extra = {"coco_ap_seg": None, "dsb_score": None}
     dsb_scores = [None] * n_img
@@ -182,7 +190,10 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
     per_image = [{"image_id": sources[k][0], "gt_kept": int(kept_per_image[k]),
                   "gt_dropped": int(gt_per_image[k] - kept_per_image[k]), "predictions": int(n_pred[k]),
                   "tp_seg": per_tp_seg[:, k].tolist(), "tp_dec": per_tp_dec[:, k].tolist(),
-                  "dsb_score": dsb_scores[k]} for k in range(n_img)]
+                  "dsb_score": dsb_scores[k],
+                  "pred_scores": scores_s[bounds[k]:bounds[k + 1]].tolist(),
+                  "pred_tp_seg": seg_bits[bounds[k]:bounds[k + 1]].tolist(),
+                  "pred_tp_dec": dec_bits[bounds[k]:bounds[k + 1]].tolist()} for k in range(n_img)]
     ap_seg_l, ap_dec_l = [float(v) for v in ap_seg], [float(v) for v in ap_dec]
     return {
         "evaluator": {
@@ -192,6 +203,9 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
             "criteria": {"seg": "mask IoU > t", "dec": "box IoU >= t"},
             "gt_drop_rule": ap.GT_DROP_RULE, "match_rule": ap.MATCH_RULE,
             "no_gt": "AP = 0 when there is no kept GT object; AP = 0 with no predictions",
+            "per_image_match": "pred_scores: the image's prediction scores in file order; pred_tp_seg / "
+                               "pred_tp_dec: per prediction a bit mask, bit i set when it is a TP at "
+                               "thresholds[i]; with gt_kept, enough to pool any resample of images again",
             "extras": {
                 "coco_ap_seg": "COCO mask AP@[.5:.95] (101-point, area all), all GT objects, maxDets lifted "
                                "above the largest per-image count; 0.0 with no predictions",

@@ -128,36 +128,42 @@ def load_run(
     }
 
 
-def read_paper_table1(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the paper's Table I: columns dataset, method, ap_dec, ap_seg, ap_seg_50, ap_seg_75, fps.
-
-    Values stay in percent, as printed in the paper; an empty fps ("more than 1 min per image") is NaN.
-    Raises ``DataError`` naming the file when it is missing, lacks a column, holds a non-number or
-    repeats a (dataset, method) row.
-    """
+def read_paper_csv(path: str | os.PathLike, keys: tuple[str, ...], values: tuple[str, ...]) -> pd.DataFrame:
+    """One of the paper's tables (``results/paper/*.csv``): the ``keys`` columns name a row, the ``values``
+    columns are numbers as printed (an empty cell is NaN). Raises ``DataError`` naming the file when it is
+    missing or unreadable, lacks a column, holds a non-number, leaves a key empty or repeats a row."""
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype={"dataset": str, "method": str})
+        df = pd.read_csv(path, dtype={k: str for k in keys})
     except FileNotFoundError:
         raise DataError(f"{path}: paper table not found") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot read the paper table: {exc}") from None
-    missing = [c for c in PAPER_TABLE1_COLUMNS if c not in df.columns]
+    missing = [c for c in keys + values if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    df = df.loc[:, list(PAPER_TABLE1_COLUMNS)].copy()
-    if df["dataset"].isna().any() or df["method"].isna().any():
-        raise DataError(f"{path}: every row needs a dataset and a method")
-    for col in PAPER_TABLE1_VALUES:
+    df = df.loc[:, list(keys + values)].copy()
+    if df[list(keys)].isna().any().any():
+        raise DataError(f"{path}: every row needs a {' and a '.join(keys)}")
+    for col in values:
         try:
             df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
         except (ValueError, TypeError) as exc:
             raise DataError(f"{path}: column {col!r} holds a non-number: {exc}") from None
-    dup = df.duplicated(["dataset", "method"], keep=False)
+    dup = df.duplicated(list(keys), keep=False)
     if dup.any():
-        rows = sorted({f"{d}/{m}" for d, m in df.loc[dup, ["dataset", "method"]].itertuples(index=False)})
-        raise DataError(f"{path}: repeated (dataset, method) row(s): {', '.join(rows)}")
+        rows = sorted({"/".join(r) for r in df.loc[dup, list(keys)].itertuples(index=False)})
+        what = keys[0] if len(keys) == 1 else f"({', '.join(keys)})"
+        raise DataError(f"{path}: repeated {what} row(s): {', '.join(rows)}")
     return df.reset_index(drop=True)
+
+
+def read_paper_table1(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the paper's Table I: columns dataset, method, ap_dec, ap_seg, ap_seg_50, ap_seg_75, fps.
+
+    Values stay in percent, as printed in the paper; an empty fps ("more than 1 min per image") is NaN.
+    """
+    return read_paper_csv(path, ("dataset", "method"), PAPER_TABLE1_VALUES)
 
 
 def as_float(value: Any) -> float:

@@ -1,7 +1,9 @@
 """Table I: APdec, APseg, APseg@0.50, APseg@0.75 (percent) and FPS per dataset and method, beside the paper's.
 
 ``build_table1`` turns run records (see ``objguided.report.runs``) into a DataFrame, one row per
-(dataset, label), seeds averaged; ``write_table1`` writes it as CSV and as readable Markdown.
+(dataset, label), seeds averaged, with a 95% percentile-bootstrap interval over the test images for each
+AP column (``objguided.report.bootstrap``; empty for runs scored before metrics.json held the
+per-prediction match data). ``write_table1`` writes it as CSV, readable Markdown and an HTML table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pandas as pd
 
 from objguided.engine.atomic import write_text
 from objguided.errors import DataError
+from objguided.report import bootstrap as bs
+from objguided.report.markup import esc, html_document, html_table, markdown_table
 from objguided.report.runs import PAPER_TABLE1_VALUES, as_float, check_metrics, check_speed
 
 #: Value columns (percent for AP, frames per second for fps), in table order.
@@ -24,12 +28,20 @@ METRIC_OF = {"ap_dec": "ap_dec_mean", "ap_seg": "ap_seg_mean", "ap_seg_50": "ap_
 #: Markdown header of each value column.
 HEADER_OF = {"ap_dec": "APdec", "ap_seg": "APseg", "ap_seg_50": "APseg@0.50", "ap_seg_75": "APseg@0.75", "fps": "FPS"}
 
+#: AP columns that get a bootstrap interval (``{v}_ci_low``, ``{v}_ci_high``).
+CI_VALUES = VALUES[:-1]
+
 ID_COLUMNS = ("dataset", "label", "method", "variant", "paper_dataset", "paper_method", "n_seeds")
 COLUMNS = (
     ID_COLUMNS
     + tuple(c for v in VALUES for c in (v, f"{v}_std", f"paper_{v}"))
     + ("in_paper", "device")
+    + tuple(c for v in CI_VALUES for c in (f"{v}_ci_low", f"{v}_ci_high"))
+    + ("ci_images",)
 )
+
+#: The bootstrap settings used unless the report spec says otherwise (see objguided.report.bootstrap).
+BOOTSTRAP = {"resamples": bs.DEFAULT_RESAMPLES, "seed": bs.DEFAULT_SEED, "level": bs.DEFAULT_LEVEL}
 
 DECIMALS = 2
 
@@ -82,15 +94,31 @@ def _one_value(group: list[dict], key: str, dataset: str, label: str) -> Any:
     return values[0]
 
 
-def build_table1(runs: list[dict], paper: pd.DataFrame | None) -> pd.DataFrame:
+def row_intervals(group: list[dict], bootstrap: dict | None) -> tuple[dict[str, tuple[float, float]], int]:
+    """Bootstrap intervals (percent, rounded) of one row's AP columns and its number of test images.
+
+    Empty (and 0 images) when ``bootstrap`` is None or any seed lacks the per-prediction match data.
+    """
+    if bootstrap is None:
+        return {}, 0
+    matches = [bs.matches_of(r["metrics"]) for r in group]
+    if not matches or any(m is None for m in matches):
+        return {}, 0
+    ci = bs.intervals(matches, int(bootstrap["resamples"]), int(bootstrap["seed"]), float(bootstrap["level"]))
+    return {k: (_round(lo), _round(hi)) for k, (lo, hi) in ci.items()}, len(matches[0].image_ids)
+
+
+def build_table1(runs: list[dict], paper: pd.DataFrame | None, bootstrap: dict | None = BOOTSTRAP) -> pd.DataFrame:
     """One row per (dataset, label): seed mean (and sample std when >1 seed) in percent, beside the paper's.
 
     AP columns are ``100 *`` the fractions of metrics.json, rounded to 2 decimals; ``fps`` is the mean
     over the seeds that have a speed.json. ``paper_*`` hold the paper's Table I values where the runs'
     ``paper_dataset`` and ``paper_method`` name one of its rows (``in_paper`` is then True), else NaN;
     the paper's empty fps ("more than 1 min per image") is NaN with ``in_paper`` True. ``device`` lists
-    the devices the speed was measured on. Rows: datasets in first-seen order, then labels in
-    first-seen order.
+    the devices the speed was measured on. ``{v}_ci_low``/``{v}_ci_high``: the percentile bootstrap
+    interval over test images (``bootstrap`` settings; None: no intervals), NaN where a seed lacks the
+    match data; ``ci_images``: test images resampled (0: no interval). Rows: datasets in first-seen
+    order, then labels in first-seen order.
     """
     for i, run in enumerate(runs):
         _check_run(run, i)
@@ -129,10 +157,14 @@ def build_table1(runs: list[dict], paper: pd.DataFrame | None) -> pd.DataFrame:
             devices = _first_seen(r["speed"].get("device") for r in group if r.get("speed"))
             devices = [d for d in devices if d]
             row["device"] = "; ".join(devices) if devices else None
+            ci, row["ci_images"] = row_intervals(group, bootstrap)
+            for value in CI_VALUES:
+                row[f"{value}_ci_low"], row[f"{value}_ci_high"] = ci.get(value, (math.nan, math.nan))
             rows.append(row)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["n_seeds"] = df["n_seeds"].astype(int)
     df["in_paper"] = df["in_paper"].astype(bool)
+    df["ci_images"] = df["ci_images"].astype(int)
     return df
 
 
@@ -144,13 +176,18 @@ def read_table1(path: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"{path}: table not found") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: cannot read the table: {exc}") from None
-    missing = [c for c in COLUMNS if c not in df.columns]
+    # tables written before the bootstrap intervals existed read back with empty intervals
+    optional = [c for c in COLUMNS if "_ci_" in c or c == "ci_images"]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in optional]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
+    for c in optional:
+        if c not in df.columns:
+            df[c] = 0 if c == "ci_images" else math.nan
+    return df.loc[:, list(COLUMNS)]
 
 
-# --- Markdown -----------------------------------------------------------------------------------------
+# --- Markdown and HTML ---------------------------------------------------------------------------------
 
 
 def _missing(x: Any) -> bool:
@@ -174,53 +211,72 @@ def _in_paper(row: dict) -> bool:
     return not _missing(flag) and bool(flag)
 
 
-def _cell(row: dict, value: str, device: str | None) -> str:
-    """``ours ± std (paper p)``; ``n/a`` for a missing value of ours; nothing about the paper without a row."""
+def _cell_parts(row: dict, value: str, device: str | None) -> tuple[str, str, str]:
+    """(``ours ± std [device]``, ``[lo, hi]`` or "", ``paper p`` or ""): one cell's three pieces."""
     ours = _fmt(row[value])
     if not _missing(row[f"{value}_std"]):
         ours += f" ± {_fmt(row[f'{value}_std'])}"
     if device and not _missing(row[value]):
         ours += f" [{device}]"
-    in_paper = _in_paper(row)
+    ci = ""
+    low, high = row.get(f"{value}_ci_low"), row.get(f"{value}_ci_high")
+    if not _missing(low) and not _missing(high):
+        ci = f"[{_fmt(low)}, {_fmt(high)}]"
     paper = row[f"paper_{value}"]
     if not _missing(paper):
-        ours += f" (paper {_fmt(paper)})"
-    elif in_paper and value == "fps":
-        ours += " (paper: >1 min/image)"
-    return ours
+        paper_text = f"paper {_fmt(paper)}"
+    elif _in_paper(row) and value == "fps":
+        paper_text = "paper: >1 min/image"
+    else:
+        paper_text = ""
+    return ours, ci, paper_text
 
 
-def _markdown_table(header: list[str], align: list[str], body: list[list[str]]) -> list[str]:
-    cells = [header] + body
-    widths = [max(3, *(len(r[j]) for r in cells)) for j in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if a == "r" else "-" * w for w, a in zip(widths, align)) + " |"
-    return [line(header), rule] + [line(r) for r in body]
+def _cell(row: dict, value: str, device: str | None) -> str:
+    """``ours ± std [lo, hi] (paper p)``; ``n/a`` for a missing value of ours; nothing about the paper without a row."""
+    ours, ci, paper = _cell_parts(row, value, device)
+    return ours + (f" {ci}" if ci else "") + (f" ({paper})" if paper else "")
 
 
-def table1_markdown(df: pd.DataFrame, note: str | None = None) -> str:
-    """The Markdown text ``write_table1`` writes: a title, the optional note, then one table per dataset."""
-    out = ["# Table I: instance segmentation AP (%) and speed", ""]
-    if note:
-        out += [f"> **{line}**" if line.strip() else ">" for line in note.strip().splitlines()] + [""]
-    out += [
-        "AP in percent over IoU 0.50:0.05:0.95 (APdec: detection by box IoU, APseg: segmentation by mask IoU).",
-        "Cells read `ours ± sample std over seeds (paper value)`; the paper's value is shown where the",
-        "method stands for a row of the paper's Table I. Paper FPS were measured on one GTX 1080 at 512x512;",
-        "ours on the device named in the FPS column.",
-        "",
-    ]
-    if df.empty:
-        return "\n".join(out + ["No runs.", ""])
+def _html_cell(row: dict, value: str, device: str | None) -> str:
+    ours, ci, paper = _cell_parts(row, value, device)
+    out = esc(ours)
+    if ci:
+        out += f'<span class="ci">95% CI {esc(ci)}</span>'
+    if paper:
+        out += f'<span class="paper">{esc(paper)}</span>'
+    return out
+
+
+def bootstrap_sentence(df: pd.DataFrame, bootstrap: dict | None = BOOTSTRAP) -> str:
+    """What the intervals are, and which rows have none (scored before the match data was stored)."""
+    if bootstrap is None:
+        return "No bootstrap intervals (disabled)."
+    level = int(round(100 * float(bootstrap["level"])))
+    text = (f"[lo, hi]: {level}% percentile bootstrap interval over the test images ({bootstrap['resamples']} "
+            f"resamples of the images with replacement, generator seed {bootstrap['seed']}; the same resamples "
+            "for every seed of a row, whose AP is averaged per resample).")
+    if "ci_images" in df.columns and len(df):
+        lacking = [f"{d}/{lab}" for d, lab, n in zip(df["dataset"], df["label"], df["ci_images"])
+                   if _missing(n) or int(n) == 0]
+        why = ("metrics.json holds no per-prediction match data (scored by an older version of `objguided "
+               "score`; re-run the score step to get intervals).")
+        if len(lacking) == len(df):
+            text += " No interval for any row: their " + why
+        elif lacking:
+            text += " No interval for " + ", ".join(lacking) + ": their " + why
+    return text
+
+
+def _dataset_blocks(df: pd.DataFrame, cell) -> list[tuple[str, list[str], list[str], list[list[str]]]]:
+    """Per dataset: (heading, header, align, body) with cells made by ``cell(row, value, device)``."""
     records = df.to_dict("records")
+    blocks = []
     for dataset in _first_seen(r["dataset"] for r in records):
         rows = [r for r in records if r["dataset"] == dataset]
         stands_for = _first_seen(_text(r["paper_dataset"]) for r in rows)
         stands_for = [s for s in stands_for if s]
-        heading = f"## {dataset}"
+        heading = f"{dataset}"
         if stands_for:
             heading += f" (stands for the paper's {', '.join(stands_for)})"
         else:
@@ -237,17 +293,57 @@ def table1_markdown(df: pd.DataFrame, note: str | None = None) -> str:
             paper_row = _text(r["paper_method"])
             if paper_row and not _in_paper(r):
                 paper_row += " (not in the paper's table)"
-            cells = [_escape(_text(r["label"])), _escape(paper_row or "-"), str(int(r["n_seeds"]))]
-            cells += [_cell(r, v, None) for v in VALUES[:-1]]
-            cells.append(_cell(r, "fps", None if shared else (_text(r["device"]) or None)))
+            cells = [_text(r["label"]), paper_row or "-", str(int(r["n_seeds"]))]
+            cells += [cell(r, v, None) for v in VALUES[:-1]]
+            cells.append(cell(r, "fps", None if shared else (_text(r["device"]) or None)))
             body.append(cells)
-        out += [heading, ""] + _markdown_table(header, align, body) + [""]
+        blocks.append((heading, header, align, body))
+    return blocks
+
+
+_INTRO = (
+    "AP in percent over IoU 0.50:0.05:0.95 (APdec: detection by box IoU, APseg: segmentation by mask IoU).",
+    "Cells read `ours ± sample std over seeds [bootstrap interval] (paper value)`; the paper's value is shown",
+    "where the method stands for a row of the paper's Table I. Paper FPS were measured on one GTX 1080 at",
+    "512x512; ours on the device named in the FPS column.",
+)
+
+
+def table1_markdown(df: pd.DataFrame, note: str | None = None, bootstrap: dict | None = BOOTSTRAP) -> str:
+    """The Markdown text ``write_table1`` writes: a title, the optional note, then one table per dataset."""
+    out = ["# Table I: instance segmentation AP (%) and speed", ""]
+    if note:
+        out += [f"> **{line}**" if line.strip() else ">" for line in note.strip().splitlines()] + [""]
+    out += list(_INTRO) + ["", bootstrap_sentence(df, bootstrap), ""]
+    if df.empty:
+        return "\n".join(out + ["No runs.", ""])
+    for heading, header, align, body in _dataset_blocks(df, _cell):
+        body = [[_escape(c) if j < 2 else c for j, c in enumerate(row)] for row in body]
+        out += [f"## {heading}", ""] + markdown_table(header, align, body) + [""]
+    return "\n".join(out)
+
+
+def table1_html(df: pd.DataFrame, bootstrap: dict | None = BOOTSTRAP, level: int = 3) -> str:
+    """Table I as HTML (one table per dataset under an ``<h{level}>``), for report.html and table1.html."""
+    out = [f'<p class="muted">{esc(" ".join(_INTRO).replace("`", ""))}</p>',
+           f'<p class="muted">{esc(bootstrap_sentence(df, bootstrap))}</p>']
+    if df.empty:
+        return "\n".join(out + ["<p>No runs.</p>"])
+    for heading, header, align, body in _dataset_blocks(df, _html_cell):
+        body = [[esc(c) if j < 3 else c for j, c in enumerate(row)] for row in body]
+        out += [f"<h{level}>{esc(heading)}</h{level}>", html_table(header, align, body)]
     return "\n".join(out)
 
 
 def write_table1(
-    df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, note: str | None = None
+    df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, note: str | None = None,
+    html_path: str | os.PathLike | None = None, bootstrap: dict | None = BOOTSTRAP,
 ) -> None:
-    """Write ``df`` (from ``build_table1``) as CSV and as Markdown, both atomically."""
+    """Write ``df`` (from ``build_table1``) as CSV, Markdown and (with ``html_path``) HTML, all atomically."""
     write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
-    write_text(md_path, table1_markdown(df, note))
+    write_text(md_path, table1_markdown(df, note, bootstrap))
+    if html_path is not None:
+        body = "<h1>Table I: instance segmentation AP (%) and speed</h1>\n"
+        if note:
+            body += f'<p class="note">{esc(note)}</p>\n'
+        write_text(html_path, html_document("Table I", body + table1_html(df, bootstrap, level=2)))
