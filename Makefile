@@ -4,12 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
+# PEERS=1: also install the `peers` extra (Cellpose 3, StarDist), e.g. `make test PEERS=1`
+PEERS ?= 0
 
 .PHONY: demo test lint env clean-demo
 
 # Fast when nothing changed (a second); see scripts/make_env.sh for the cached environment.
 env:
-	@PYTHON=$(PYTHON) bash scripts/make_env.sh $(VENV)
+	@PYTHON=$(PYTHON) OBJGUIDED_PEERS=$(PEERS) bash scripts/make_env.sh $(VENV)
 
 demo: env
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml

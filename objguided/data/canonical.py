@@ -51,7 +51,7 @@ def _read_array(path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as uint8, HxW (gray) or HxWx3 (RGB); an alpha channel is dropped.
 
-    16-bit images are rescaled to uint8 by their own 0.1 and 99.9 percentiles.
+    16-bit images are rescaled to uint8 by their own 0.1 and 99.9 percentiles, per channel (:func:`to_uint8`).
     """
     path = Path(path)
     img = _read_array(path)
@@ -69,11 +69,16 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Rescale any numeric image to uint8 by its 0.1 and 99.9 percentiles (the same for every method).
+    """Rescale any numeric image to uint8 by its 0.1 and 99.9 percentiles, each channel of an HxWxC image
+    by its own (fluorescence channels have unrelated ranges); the same rule for every source and method.
 
     >>> to_uint8(np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)).tolist()
     [[0, 64], [128, 255]]
+    >>> to_uint8(np.array([[[0, 0]], [[10, 4000]]], dtype=np.uint16))[..., 1].ravel().tolist()
+    [0, 255]
     """
+    if img.ndim == 3:
+        return np.stack([to_uint8(img[..., k]) for k in range(img.shape[2])], axis=-1)
     img = img.astype(np.float64)
     lo, hi = np.percentile(img, [0.1, 99.9])
     if hi <= lo:

@@ -124,7 +124,7 @@ def _read_tiff(data: bytes, where: str) -> np.ndarray:
 
 def decode_image(data: bytes, where: str, gray_if_equal: bool = False) -> np.ndarray:
     """An image file's bytes -> uint8 HxW or HxWx3 (alpha dropped; palette expanded; 16-bit rescaled by
-    the 0.1/99.9 percentiles, as :func:`objguided.data.canonical.read_image` does).
+    the 0.1/99.9 percentiles per channel, as :func:`objguided.data.canonical.read_image` does).
 
     ``gray_if_equal``: an RGB image whose three channels are equal becomes HxW.
     """
