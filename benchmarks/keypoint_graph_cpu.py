@@ -39,9 +39,9 @@ if str(REPO) not in sys.path:
 
 
 def main(argv=None) -> int:
+    from methods._keypoint_graph_core import decode_scale, nms
     from methods._keypoint_graph_net import SCALES, KeypointGraphNet
     from methods.keypoint_graph import KeypointGraphConfig, build_targets, rgb3
-    from methods._keypoint_graph_core import decode_scale, nms
     from objguided.data.synthetic import generate
     from objguided.models.preprocess import prepare
 

@@ -181,7 +181,8 @@ def time_coco(backend: str, gt_path: Path, dets_path: Path, cap: int, repeat: in
     """Load the integer-id COCO files (untimed), build the COCO objects (timed as 'loading'), then time
     evaluate()+accumulate(). Everything is dropped on return, so no tool runs beside another's data."""
     if backend == "faster-coco-eval":
-        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
     else:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from methods.base import is_int, is_num
 from objguided.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
@@ -68,13 +68,6 @@ class DenseTrainFields:
     max_tune_images: int = 16  # 0 = all val images
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 
 def fail(where: str, key: str, msg: str):
     raise ConfigError(f"{where}.{key}: {msg}")
@@ -86,7 +79,7 @@ def check_number_list(cfg, key: str, where: str, *, kind: type = float, minimum:
     if not isinstance(values, (list, tuple)) or (not values and not allow_empty):
         fail(where, key, f"expected a {'' if allow_empty else 'non-empty '}list, got {values!r}")
     for v in values:
-        ok = _is_int(v) if kind is int else _is_num(v)
+        ok = is_int(v) if kind is int else is_num(v)
         if ok and minimum is not None:
             ok = v > minimum if open_low else v >= minimum
         if ok and maximum is not None:
@@ -102,25 +95,25 @@ def check_train_fields(cfg: DenseTrainFields, where: str, multiple: int) -> None
     for key, minimum in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("log_every", 1),
                          ("num_workers", 0), ("max_tune_images", 0)):
         v = getattr(cfg, key)
-        if not _is_int(v) or v < minimum:
+        if not is_int(v) or v < minimum:
             fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
-    if cfg.max_steps is not None and (not _is_int(cfg.max_steps) or cfg.max_steps < 1):
+    if cfg.max_steps is not None and (not is_int(cfg.max_steps) or cfg.max_steps < 1):
         fail(where, "max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
-    if not _is_int(cfg.input_size) or cfg.input_size < multiple or cfg.input_size % multiple:
+    if not is_int(cfg.input_size) or cfg.input_size < multiple or cfg.input_size % multiple:
         fail(where, "input_size", f"expected a multiple of {multiple} (the network's stride), got {cfg.input_size!r}")
-    if not (_is_num(cfg.lr) and cfg.lr > 0):
+    if not (is_num(cfg.lr) and cfg.lr > 0):
         fail(where, "lr", f"expected a number > 0, got {cfg.lr!r}")
     for key in ("weight_decay", "checkpoint_min_seconds", "input_sigma"):
         v = getattr(cfg, key)
-        if not (_is_num(v) and v >= 0):
+        if not (is_num(v) and v >= 0):
             fail(where, key, f"expected a number >= 0, got {v!r}")
-    if not (_is_num(cfg.lr_gamma) and cfg.lr_gamma > 0):
+    if not (is_num(cfg.lr_gamma) and cfg.lr_gamma > 0):
         fail(where, "lr_gamma", f"expected a number > 0, got {cfg.lr_gamma!r}")
     if cfg.optimizer not in OPTIMIZERS:
         fail(where, "optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     check_number_list(cfg, "lr_milestones", where, kind=int, minimum=1, allow_empty=True)
     check_number_list(cfg, "crop_scales", where, minimum=0, open_low=True)
-    if cfg.grad_clip is not None and not (_is_num(cfg.grad_clip) and cfg.grad_clip > 0):
+    if cfg.grad_clip is not None and not (is_num(cfg.grad_clip) and cfg.grad_clip > 0):
         fail(where, "grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
     if cfg.tune_on not in TUNE_ON:
         fail(where, "tune_on", f"expected one of {', '.join(TUNE_ON)}, got {cfg.tune_on!r}")

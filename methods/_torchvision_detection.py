@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from methods.base import Instance, Method, rgb3
+from methods.base import Instance, Method, is_int, is_num, rgb3
 from objguided.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the method registry stays torch-free
@@ -100,13 +100,6 @@ class BoxConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 
 def check_config(cfg: BoxConfig, where: str) -> None:
     """Check allowed values and ranges (``make_config`` checks keys and types)."""
@@ -120,7 +113,7 @@ def check_config(cfg: BoxConfig, where: str) -> None:
         fail("pretrained", f"expected 'imagenet', a weights file path or 'none', got {cfg.pretrained!r}")
     if cfg.optimizer not in OPTIMIZERS:
         fail("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    if not _is_int(cfg.trainable_backbone_layers) or not 0 <= cfg.trainable_backbone_layers <= 5:
+    if not is_int(cfg.trainable_backbone_layers) or not 0 <= cfg.trainable_backbone_layers <= 5:
         fail("trainable_backbone_layers", f"expected an integer in 0..5, got {cfg.trainable_backbone_layers!r}")
     for key, minimum in (("fpn_channels", 8), ("box_head_dim", 8), ("smallest_anchor", 2),
                          ("rpn_pre_nms_top_n_train", 1), ("rpn_post_nms_top_n_train", 1),
@@ -129,24 +122,24 @@ def check_config(cfg: BoxConfig, where: str) -> None:
                          ("box_detections_per_img", 1), ("epochs", 1), ("batch_size", 1),
                          ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0), ("max_steps", 0)):
         v = getattr(cfg, key)
-        if not _is_int(v) or v < minimum:
+        if not is_int(v) or v < minimum:
             fail(key, f"expected an integer >= {minimum}, got {v!r}")
-    if not _is_int(cfg.input_size) or cfg.input_size < 64 or cfg.input_size % 32:
+    if not is_int(cfg.input_size) or cfg.input_size < 64 or cfg.input_size % 32:
         fail("input_size", f"expected a multiple of 32 (the FPN's stride), at least 64, got {cfg.input_size!r}")
     if cfg.rpn_post_nms_top_n_test < cfg.box_detections_per_img:
         fail("rpn_post_nms_top_n_test", f"{cfg.rpn_post_nms_top_n_test} proposals cannot give "
                                         f"box_detections_per_img = {cfg.box_detections_per_img} detections")
     for key in ("box_score_thresh", "mask_threshold"):
         v = getattr(cfg, key)
-        if not (_is_num(v) and 0 <= v < 1):
+        if not (is_num(v) and 0 <= v < 1):
             fail(key, f"expected a number in [0, 1), got {v!r}")
-    if not (_is_num(cfg.box_nms_thresh) and 0 < cfg.box_nms_thresh <= 1):
+    if not (is_num(cfg.box_nms_thresh) and 0 < cfg.box_nms_thresh <= 1):
         fail("box_nms_thresh", f"expected a number in (0, 1], got {cfg.box_nms_thresh!r}")
-    if not (_is_num(cfg.lr) and cfg.lr > 0):
+    if not (is_num(cfg.lr) and cfg.lr > 0):
         fail("lr", f"expected a number > 0, got {cfg.lr!r}")
     for key in ("weight_decay", "checkpoint_min_seconds", "grad_clip"):
         v = getattr(cfg, key)
-        if not (_is_num(v) and v >= 0):
+        if not (is_num(v) and v >= 0):
             fail(key, f"expected a number >= 0, got {v!r}")
 
 

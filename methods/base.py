@@ -7,14 +7,15 @@ seeding, device choice, checkpoint files, timing, scoring and reports.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from objguided.data.canonical import CanonicalDataset
 from objguided.config import make_config
+from objguided.data.canonical import CanonicalDataset
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Method:
     #: whether training and inference benefit from a GPU (the DAG then asks for ``gpu=1``)
     uses_gpu: ClassVar[bool] = False
 
+    #: ``() -> None`` when the method can run in this environment, else a message saying what is missing and
+    #: how to install it (a method over an optional package); the DAG then leaves it out and says so
+    unavailable: ClassVar[Callable[[], str | None] | None] = None
+
     #: ``check(cfg, where)`` for what the type check cannot see (ranges, allowed values, list fields):
     #: raises ConfigError naming the key; None when the types say it all
     config_check: ClassVar[Callable[[Any, str], None] | None] = None
@@ -62,6 +67,24 @@ class Method:
     def predict(self, state: Any, images: Iterable[np.ndarray], cfg: Any, device: str) -> Iterator[list[Instance]]:
         """Yield, for each image (uint8, HxW or HxWx3), its instances at the image's resolution."""
         raise NotImplementedError
+
+
+def is_int(v) -> bool:
+    """An integer that is not a bool (config checks: YAML's ``true`` must not pass as 1).
+
+    >>> is_int(3), is_int(True), is_int(3.0)
+    (True, False, False)
+    """
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v) -> bool:
+    """A finite int or float that is not a bool.
+
+    >>> is_num(0.5), is_num(float("nan")), is_num(False)
+    (True, False, False)
+    """
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def rgb3(image: np.ndarray) -> np.ndarray:

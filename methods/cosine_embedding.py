@@ -46,10 +46,22 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from methods import register
-from methods._dense import (DenseTrainFields, _is_int, _is_num, check_number_list,
-                            check_train_fields, fail, grid, pad_to_multiple, prepare_image, relabel,
-                            to_tensor, train_dense, tune, tune_images, tuned_params)
-from methods.base import Instance, Method
+from methods._dense import (
+    DenseTrainFields,
+    check_number_list,
+    check_train_fields,
+    fail,
+    grid,
+    pad_to_multiple,
+    prepare_image,
+    relabel,
+    to_tensor,
+    train_dense,
+    tune,
+    tune_images,
+    tuned_params,
+)
+from methods.base import Instance, Method, is_int, is_num
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -87,14 +99,14 @@ def check_config(cfg: CosineEmbeddingConfig, where: str = "methods.cosine_embedd
     for key, minimum in (("levels", 1), ("filters", 1), ("embedding_dim", 2), ("max_instances", 1),
                          ("min_cluster_size", 2), ("min_samples", 1), ("min_size", 0), ("max_points", 100)):
         v = getattr(cfg, key)
-        if not _is_int(v) or v < minimum:
+        if not is_int(v) or v < minimum:
             fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
     check_train_fields(cfg, where, 2 ** (cfg.levels - 1))
-    if not (_is_num(cfg.neighbour_factor) and cfg.neighbour_factor > 0):
+    if not (is_num(cfg.neighbour_factor) and cfg.neighbour_factor > 0):
         fail(where, "neighbour_factor", f"expected a number > 0, got {cfg.neighbour_factor!r}")
-    if not (_is_num(cfg.background_cos2) and 0 < cfg.background_cos2 <= 1):
+    if not (is_num(cfg.background_cos2) and 0 < cfg.background_cos2 <= 1):
         fail(where, "background_cos2", f"expected a number in (0, 1], got {cfg.background_cos2!r}")
-    if not (_is_num(cfg.coord_weight) and cfg.coord_weight >= 0):
+    if not (is_num(cfg.coord_weight) and cfg.coord_weight >= 0):
         fail(where, "coord_weight", f"expected a number >= 0, got {cfg.coord_weight!r}")
     check_number_list(cfg, "background_cos2s", where, minimum=0, maximum=1, open_low=True)
     check_number_list(cfg, "min_cluster_sizes", where, kind=int, minimum=2)

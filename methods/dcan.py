@@ -48,10 +48,22 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from methods import register
-from methods._dense import (DenseTrainFields, _is_int, _is_num, check_number_list,
-                            check_train_fields, fail, grid, pad_to_multiple, prepare_image, relabel,
-                            to_tensor, train_dense, tune, tune_images, tuned_params)
-from methods.base import Instance, Method
+from methods._dense import (
+    DenseTrainFields,
+    check_number_list,
+    check_train_fields,
+    fail,
+    grid,
+    pad_to_multiple,
+    prepare_image,
+    relabel,
+    to_tensor,
+    train_dense,
+    tune,
+    tune_images,
+    tuned_params,
+)
+from methods.base import Instance, Method, is_int, is_num
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,17 +103,17 @@ def check_config(cfg: DCANConfig, where: str = "methods.dcan") -> None:
     for key, minimum in (("width", 1), ("contour_width", 1), ("aux_decay_every", 0), ("min_size", 0),
                          ("dilation", 0)):
         v = getattr(cfg, key)
-        if not _is_int(v) or v < minimum:
+        if not is_int(v) or v < minimum:
             fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
     if cfg.contour_loss not in CONTOUR_LOSSES:
         fail(where, "contour_loss", f"expected one of {', '.join(CONTOUR_LOSSES)}, got {cfg.contour_loss!r}")
     for key in ("aux_weight", "aux_decay"):
         v = getattr(cfg, key)
-        if not (_is_num(v) and v >= 0):
+        if not (is_num(v) and v >= 0):
             fail(where, key, f"expected a number >= 0, got {v!r}")
     for key in ("object_threshold", "contour_threshold"):
         v = getattr(cfg, key)
-        if not (_is_num(v) and 0 < v < 1):
+        if not (is_num(v) and 0 < v < 1):
             fail(where, key, f"expected a number in (0, 1), got {v!r}")
     check_number_list(cfg, "object_thresholds", where, minimum=0, maximum=1, open_low=True)
     check_number_list(cfg, "contour_thresholds", where, minimum=0, maximum=1, open_low=True)

@@ -24,7 +24,6 @@ canvas, resize it bilinearly to the original size and threshold.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -32,7 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method, rgb3
+from methods.base import Instance, Method, is_int, is_num, rgb3
 from objguided.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -79,12 +78,6 @@ def check_config(cfg: KeypointGraphConfig, where: str = "methods.keypoint_graph"
 
     def fail(key: str, msg: str) -> None:
         raise ConfigError(f"{where}.{key}: {msg}")
-
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     if cfg.backbone not in BACKBONES:
         fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")

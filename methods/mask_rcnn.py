@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from methods import register
-from methods._torchvision_detection import (BoxConfig, TorchvisionDetector, build_fpn_backbone, check_config,
-                                            rcnn_kwargs)
+from methods._torchvision_detection import BoxConfig, TorchvisionDetector, build_fpn_backbone, check_config, rcnn_kwargs
 
 
 @dataclass

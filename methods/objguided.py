@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -34,7 +33,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method, rgb3
+from methods.base import Instance, Method, is_int, is_num, rgb3
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,7 @@ class ObjGuidedConfig:
     max_objects: int = 500  # detection targets per image
     clamp_heatmap: bool = True  # clamp the heatmap sigmoid in the focal loss (the code does not)
     batch_rois: bool = True  # exact speed-up: same-size ROIs in one batch
+    head_width: int = 256  # hidden width of the three detection heads (the paper's 256; lighter in the CPU demo)
     # -- training (objguided.engine.trainer.TrainConfig) --
     epochs: int = 100
     batch_size: int = 8
@@ -84,12 +84,6 @@ def check_config(cfg: ObjGuidedConfig, where: str = "methods.objguided") -> None
     def fail(key: str, msg: str) -> None:
         raise ConfigError(f"{where}.{key}: {msg}")
 
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     if cfg.backbone not in BACKBONES:
         fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
     if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained):
@@ -101,7 +95,8 @@ def check_config(cfg: ObjGuidedConfig, where: str = "methods.objguided") -> None
     if not (is_num(cfg.beta) and 0 < cfg.beta <= cfg.k):
         fail("beta", f"expected 0 < beta <= k (= {cfg.k}), got {cfg.beta!r}")
     for key, minimum in (("points_divisor", 1), ("max_objects", 1), ("epochs", 1), ("batch_size", 1),
-                         ("top_k", 1), ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0)):
+                         ("top_k", 1), ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0),
+                         ("head_width", 1)):
         v = getattr(cfg, key)
         if not is_int(v) or v < minimum:
             fail(key, f"expected an integer >= {minimum}, got {v!r}")
@@ -136,7 +131,8 @@ def model_config(cfg: ObjGuidedConfig, pretrained: Any = "from-config"):
         return ModelConfig(backbone=cfg.backbone, pretrained=cfg.pretrained if pretrained == "from-config" else pretrained,
                            refine=cfg.refine, k=float(cfg.k), beta=float(cfg.beta),
                            points_divisor=cfg.points_divisor, max_objects=cfg.max_objects,
-                           clamp_heatmap=cfg.clamp_heatmap, batch_rois=cfg.batch_rois)
+                           clamp_heatmap=cfg.clamp_heatmap, batch_rois=cfg.batch_rois,
+                           head_width=cfg.head_width)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"methods.objguided: {exc}") from exc
 

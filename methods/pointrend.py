@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 from methods import register
 from methods._torchvision_detection import BoxConfig, TorchvisionDetector, check_config
 from objguided.errors import ConfigError

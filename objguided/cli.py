@@ -75,8 +75,10 @@ def cmd_train(args) -> None:
 def cmd_predict(args) -> None:
     from objguided.engine.run import predict_run
 
-    n = predict_run(args.model, args.data, args.split, args.subset, args.out, args.device)
+    n = predict_run(args.model, args.data, args.split, args.subset, args.out, args.device, args.speed_out)
     log.info("%d instances written to %s", n, args.out)
+    if args.speed_out:
+        log.info("speed of the same pass (batch 1, first image dropped) written to %s", args.speed_out)
 
 
 def cmd_score(args) -> None:
@@ -87,6 +89,10 @@ def cmd_score(args) -> None:
     metrics = score_predictions(args.gt, args.pred, split_path=args.split, subset=args.subset,
                                 box_convention=args.box_convention, mask_iou=args.mask_iou,
                                 extras=not args.no_extras)
+    if not args.no_extras:  # the CTC (Table III) and CVPPP (Table IV) measures, on the painted label maps
+        from objguided.metrics.quality import quality_from_predictions
+
+        metrics["quality"] = quality_from_predictions(args.gt, args.pred, split_path=args.split, subset=args.subset)
     metrics["provenance"] = provenance({"gt": str(args.gt), "pred": str(args.pred), "subset": args.subset,
                                         "box_convention": args.box_convention, "mask_iou": args.mask_iou})
     write_json(args.out, metrics)
@@ -172,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--speed-out", type=Path, help="also time this pass as `time` does and write the FPS record here")
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("score", help="score predictions with the paper's AP protocol")
@@ -200,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_time)
 
-    p = verbs.add_parser("report", help="Table I and Figure 5 from finished runs")
+    p = verbs.add_parser("report", help="Tables I and II, Figures 4 and 5 and report.html from finished runs")
     p.add_argument("--runs", required=True, help="the report spec: JSON, or a .json file")
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.set_defaults(func=cmd_report)

@@ -7,8 +7,14 @@ import pytest
 import tifffile
 from PIL import Image
 
-from objguided.data.canonical import (CanonicalDataset, read_image, read_label_map, read_split, write_label_map,
-                                      write_sample)
+from objguided.data.canonical import (
+    CanonicalDataset,
+    read_image,
+    read_label_map,
+    read_split,
+    write_label_map,
+    write_sample,
+)
 from objguided.errors import DataError
 
 

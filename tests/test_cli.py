@@ -30,13 +30,19 @@ def test_every_verb_in_sequence(tiny, tmp_path):
     assert main(["train", "--method", "watershed", "--data", str(data), "--split", str(data / "split.json"),
                  "--seed", "0", "--device", "cpu", "--out", str(run / "model.pt")]) == 0
     assert main(["predict", "--model", str(run / "model.pt"), "--data", str(data), "--device", "cpu",
-                 "--out", str(run / "predictions.json")]) == 0
+                 "--out", str(run / "predictions.json"), "--speed-out", str(run / "predict_speed.json")]) == 0
     predictions = json.loads((run / "predictions.json").read_text())
     assert predictions and {p["image_id"] for p in predictions} <= set(split["test"])
+    timed = json.loads((run / "predict_speed.json").read_text())  # the same pass, timed: the DAG's FPS
+    assert timed["n_images"] == 1 and timed["dropped_first"] and timed["image_ids"] == split["test"][1:]
+    assert timed["fps"] == pytest.approx(1 / timed["mean_seconds"]) and timed["device"].startswith("cpu")
+    assert not (run / "metrics.json").exists()
     assert main(["score", "--gt", str(data), "--split", str(data / "split.json"), "--subset", "test",
                  "--pred", str(run / "predictions.json"), "--out", str(run / "metrics.json")]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["ap_seg"]) == 10 and 0 <= metrics["ap_seg_mean"] <= 1
+    quality = metrics["quality"]  # the CTC and CVPPP measures ride along with the extras
+    assert quality["images"] == 2 and 0 <= quality["ctc"]["seg"] <= 1 and 0 <= quality["cvppp"]["best_dice"] <= 1
     assert metrics["provenance"]["config_hash"]
     assert main(["time", "--model", str(run / "model.pt"), "--data", str(data), "--device", "cpu",
                  "--out", str(run / "speed.json")]) == 0

@@ -13,8 +13,15 @@ from skimage.draw import disk
 
 import methods
 from methods.base import Instance
-from methods.cosine_embedding import (build_net, cluster, cosine_loss, instances_from, make_loss, select_instances,
-                                      tune_post)
+from methods.cosine_embedding import (
+    build_net,
+    cluster,
+    cosine_loss,
+    instances_from,
+    make_loss,
+    select_instances,
+    tune_post,
+)
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError

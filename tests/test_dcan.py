@@ -12,8 +12,7 @@ from skimage.draw import disk
 
 import methods
 from methods.base import Instance
-from methods.dcan import (build_net, contour_target, finish, instances_from, make_loss, make_targets, segment,
-                          tune_post)
+from methods.dcan import build_net, contour_target, finish, instances_from, make_loss, make_targets, segment, tune_post
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError

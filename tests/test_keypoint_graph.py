@@ -11,9 +11,26 @@ import pytest
 import torch
 
 import methods
-from methods._keypoint_graph_core import (BL, BR, CC, DIR_INDEX, TL, TR, crop_bounds, decode_scale, find_peaks,
-                                          group_box, group_keypoints, keep_group, keypoint_targets, label_boxes, nms,
-                                          scale_keypoints, smooth_votes, vote_maps)
+from methods._keypoint_graph_core import (
+    BL,
+    BR,
+    CC,
+    DIR_INDEX,
+    TL,
+    TR,
+    crop_bounds,
+    decode_scale,
+    find_peaks,
+    group_box,
+    group_keypoints,
+    keep_group,
+    keypoint_targets,
+    label_boxes,
+    nms,
+    scale_keypoints,
+    smooth_votes,
+    vote_maps,
+)
 from methods._keypoint_graph_net import SCALES, EpochDecay, KeypointGraphNet
 from methods.base import Instance
 from objguided.errors import ConfigError

@@ -13,8 +13,14 @@ import pytest
 
 from objguided.data.canonical import write_label_map, write_sample
 from objguided.errors import DataError
-from objguided.metrics.coco import (decode_mask, encode_instances, encode_mask, export_gt_coco, read_predictions,
-                                    write_predictions)
+from objguided.metrics.coco import (
+    decode_mask,
+    encode_instances,
+    encode_mask,
+    export_gt_coco,
+    read_predictions,
+    write_predictions,
+)
 from objguided.metrics.cocoeval import coco_mask_ap
 from objguided.metrics.score import DEFAULT_THRESHOLDS, score_predictions
 

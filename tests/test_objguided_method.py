@@ -12,7 +12,7 @@ import torch
 
 import methods
 from methods.base import Instance
-from methods.objguided import ObjGuidedConfig, TrainSamples, model_config
+from methods.objguided import TrainSamples, model_config
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError

@@ -11,13 +11,19 @@ import torch
 import torch.nn.functional as F
 
 import methods
-from methods._pointrend_net import (build_model, point_sample, sample_image_map, sample_training_points,
-                                    subdivision_inference, subdivision_step, uncertainty)
+from methods._pointrend_net import (
+    build_model,
+    point_sample,
+    sample_image_map,
+    sample_training_points,
+    subdivision_inference,
+    subdivision_step,
+    uncertainty,
+)
 from methods.base import Instance
-from objguided.data.canonical import CanonicalDataset
-from objguided.errors import ConfigError
-from objguided.data.canonical import write_sample
+from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
+from objguided.errors import ConfigError
 
 TINY = {"backbone": "resnet18", "pretrained": "none", "num_workers": 0, "input_size": 128, "fpn_channels": 32,
         "box_head_dim": 64, "coarse_fc_dim": 64, "point_fc_dim": 32, "box_batch_size_per_image": 64,

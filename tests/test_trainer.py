@@ -15,8 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from objguided.engine.trainer import (CHECKPOINT, LOSS_LOG, EpochSampler, TrainConfig, TrainingDiverged, fit,
-                                      load_checkpoint, make_loader)
+from objguided.engine.trainer import (
+    CHECKPOINT,
+    LOSS_LOG,
+    EpochSampler,
+    TrainConfig,
+    TrainingDiverged,
+    fit,
+    load_checkpoint,
+)
 from objguided.errors import ConfigError, ObjguidedError
 
 REPO = Path(__file__).resolve().parents[1]

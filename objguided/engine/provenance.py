@@ -7,6 +7,7 @@ import hashlib
 import json
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,16 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def split_record(split_path: str | Path) -> dict:
+    """The sha256 and subset sizes of a split file, kept with every model trained on it: a seeded split is
+    recomputed on each run, so this is what shows that two runs saw the same train/val/test images."""
+    path = Path(split_path)
+    blob = path.read_bytes()
+    subsets = json.loads(blob)
+    return {"path": str(path), "sha256": hashlib.sha256(blob).hexdigest(),
+            "sizes": {k: len(v) for k, v in subsets.items() if isinstance(v, list)}}
+
+
 def describe_device(device: str) -> str:
     if device.startswith("cuda"):
         import torch
@@ -54,15 +65,17 @@ def describe_device(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def provenance(spec: Any = None, seed: int | None = None, device: str | None = None) -> dict:
-    import torch
-
+def provenance(spec: Any = None, seed: int | None = None, device: str | None = None,
+               split_path: str | Path | None = None) -> dict:
+    # torch's CUDA build where this process uses torch; steps that never do (score, report) skip its import
+    torch = sys.modules.get("torch")
     return {
+        "split": split_record(split_path) if split_path is not None else None,
         "git_commit": git_commit(),
         "config_hash": config_hash(spec) if spec is not None else None,
         "seed": seed,
         "device": describe_device(device) if device else None,
-        "cuda": torch.version.cuda,
+        "cuda": torch.version.cuda if torch is not None else None,
         "packages": package_versions(),
         "host": platform.node(),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -45,7 +45,7 @@ def train_run(method_name: str, variant: str, params: dict, data_root: str | Pat
         seconds = time.perf_counter() - started
         record = {"format": MODEL_FORMAT, "method": method_name, "variant": variant, "params": params,
                   "config": dataclasses.asdict(cfg), "state": state, "train_seconds": seconds,
-                  "provenance": provenance(spec, seed, dev)}
+                  "provenance": provenance(spec, seed, dev, split_path)}
     save_model(out_path, record)
     log.info("trained %s/%s seed %d in %.1f s", method_name, variant, seed, seconds)
     return record
@@ -80,19 +80,30 @@ def _predictor(record: dict, device: str):
 
 
 def predict_run(model_path: str | Path, data_root: str | Path, split_path: str | Path, subset: str,
-                out_path: str | Path, device: str = "auto") -> int:
-    """Predict every image of ``subset`` and write a COCO results JSON; returns the number of instances."""
+                out_path: str | Path, device: str = "auto", speed_out: str | Path | None = None) -> int:
+    """Predict every image of ``subset`` and write a COCO results JSON; returns the number of instances.
+
+    With ``speed_out``, the same pass is timed as :func:`time_run` times it (batch 1, whole inference per
+    image, first image dropped) and the FPS record is written there: the DAG's speed column then comes from
+    every test image, at no extra model load.
+    """
     from objguided.metrics.coco import encode_instances, write_predictions
 
     record = load_model(model_path)
     dataset = CanonicalDataset(data_root, subset, split_path)
-    images = (dataset.image(i) for i in dataset.ids)
+    images = (dataset.image(i) for i in dataset.ids)  # read outside the timed span (see _timed)
     records: list[dict] = []
+    seconds: list[float] = []
     with claim_device(device) as dev:
-        outputs = _predictor(record, dev)(images)
-        for image_id, instances in tqdm(zip(dataset.ids, outputs), total=len(dataset), desc="predict",
-                                        unit="img", mininterval=5):
+        outputs = _timed_predictions(record, images, dev)
+        for image_id, (instances, took) in tqdm(zip(dataset.ids, outputs), total=len(dataset), desc="predict",
+                                                unit="img", mininterval=5):
             records.extend(encode_instances(image_id, instances))
+            seconds.append(took)
+        if speed_out is not None:
+            if not seconds:
+                raise DataError(f"{data_root}: no images in '{subset}' to time")
+            write_json(speed_out, speed_record(seconds, list(dataset.ids), dev, model_path, subset))
     write_predictions(out_path, records)
     return len(records)
 
@@ -101,6 +112,35 @@ def _timed(images: Iterable[np.ndarray], stamps: list[float]) -> Iterator[np.nda
     for image in images:
         stamps.append(time.perf_counter())
         yield image
+
+
+def _timed_predictions(record: dict, images: Iterable[np.ndarray], dev: str) -> Iterator[tuple[list, float]]:
+    """Yield (instances, seconds) per image; seconds run from the method asking for the image to its
+    instances (post-processing included; on a GPU after a synchronisation)."""
+    if dev.startswith("cuda"):
+        import torch
+
+        sync = lambda: torch.cuda.synchronize(dev)  # noqa: E731
+    else:
+        sync = lambda: None  # noqa: E731
+    asked: list[float] = []
+    for k, instances in enumerate(_predictor(record, dev)(_timed(images, asked))):
+        sync()
+        yield instances, time.perf_counter() - asked[k]
+
+
+def speed_record(seconds: list[float], ids: list[str], dev: str, model_path: str | Path, subset: str) -> dict:
+    """The FPS record of per-image times: the first image is dropped (warm-up) unless it is the only one."""
+    drop = len(seconds) > 1
+    kept = seconds[1:] if drop else seconds
+    mean = float(np.mean(kept))
+    result = {"fps": 1.0 / mean if mean > 0 else float("inf"), "mean_seconds": mean, "n_images": len(kept),
+              "dropped_first": drop, "first_seconds": seconds[0], "per_image_seconds": kept,
+              "image_ids": ids[1:len(seconds)] if drop else ids[:1], "device": describe_device(dev),
+              "batch_size": 1, "provenance": provenance({"model": str(model_path), "subset": subset}, None, dev)}
+    result["torch"] = result["provenance"]["packages"]["torch"]
+    result["cuda"] = result["provenance"]["cuda"]
+    return result
 
 
 def time_run(model_path: str | Path, data_root: str | Path, split_path: str | Path, subset: str,
@@ -118,26 +158,8 @@ def time_run(model_path: str | Path, data_root: str | Path, split_path: str | Pa
     if len(ids) == 1:
         ids = ids * 2  # the first timing is dropped, so a one-image subset is timed twice
     images = [dataset.image(i) for i in ids]
-    asked: list[float] = []
-    seconds: list[float] = []
     with claim_device(device) as dev:
-        if dev.startswith("cuda"):
-            import torch
-
-            sync = lambda: torch.cuda.synchronize(dev)  # noqa: E731
-        else:
-            sync = lambda: None  # noqa: E731
-        for _ in _predictor(record, dev)(_timed(images, asked)):
-            sync()
-            seconds.append(time.perf_counter() - asked[len(seconds)])
-        device_name = describe_device(dev)
-    kept = seconds[1:]
-    mean = float(np.mean(kept))
-    result = {"fps": 1.0 / mean if mean > 0 else float("inf"), "mean_seconds": mean, "n_images": len(kept),
-              "dropped_first": True, "first_seconds": seconds[0], "per_image_seconds": kept,
-              "image_ids": ids[1:], "device": device_name, "batch_size": 1,
-              "provenance": provenance({"model": str(model_path), "subset": subset}, None, dev)}
-    result["torch"] = result["provenance"]["packages"]["torch"]
-    result["cuda"] = result["provenance"]["cuda"]
+        seconds = [took for _, took in _timed_predictions(record, images, dev)]
+        result = speed_record(seconds, list(ids), dev, model_path, subset)
     write_json(out_path, result)
     return result

@@ -12,7 +12,6 @@ import argparse
 import zipfile
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 #: three small 256x256 images with few nuclei, one from each subset of the paper's split
 IDS = (

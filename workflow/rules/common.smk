@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.logging import logger
 
+import methods
 from objguided.config import runs, validate_config
 from objguided.data.sources import unavailable_reason
 
@@ -24,6 +25,16 @@ for _name, _dataset in list(config["datasets"].items()):
         del config["datasets"][_name]
 if not config["datasets"]:
     raise ValueError("no dataset of the config is available; see the warnings above")
+
+# Methods over an optional package that is not installed (the `peers` extra): likewise left out.
+for _name in list(config["methods"]):
+    _unavailable = methods.get(_name).unavailable
+    _why = _unavailable() if _unavailable else None
+    if _why:
+        logger.warning(f"method '{_name}' is left out of this run: {_why}")
+        del config["methods"][_name]
+if not config["methods"]:
+    raise ValueError("no method of the config can run here; see the warnings above")
 
 # Rules call the CLI of the interpreter that runs Snakemake, so a job needs no activated environment.
 OBJGUIDED = f"{sys.executable} -m objguided"
@@ -88,8 +99,6 @@ def score_options(wildcards):
 
 
 def gpus_for(wildcards):
-    import methods
-
     return 1 if methods.get(wildcards.method).uses_gpu else 0
 
 
@@ -98,12 +107,9 @@ def run_dirs():
 
 
 def report_targets():
-    return [
-        f"{REPORT_DIR}/table1.csv",
-        f"{REPORT_DIR}/table1.md",
-        f"{REPORT_DIR}/fig5.png",
-        f"{REPORT_DIR}/fig5.pdf",
-    ]
+    from objguided.report.build import report_files
+
+    return [f"{REPORT_DIR}/{name}" for name in report_files(list(config["datasets"]))]
 
 
 RAW_DIR = "resources/raw/{dataset}"
@@ -118,7 +124,22 @@ def needs_fetch(wildcards):
 def report_spec():
     runs = [
         {key: run[key] for key in ("dataset", "method", "variant", "seed", "label", "paper_dataset", "paper_method")}
-        | {"dir": RUN_DIR.format(**run)}
+        | {"dir": RUN_DIR.format(**run), "params": run["params"]}
         for run in RUNS
     ]
-    return {"runs": runs, "paper_table1": PAPER_TABLE1, "note": config["report"]["note"]}
+    datasets = {
+        name: {
+            "dir": DATA_DIR.format(dataset=name),
+            "split": f"{DATA_DIR}/split.json".format(dataset=name),
+            "subset": config["evaluation"]["subset"],
+        }
+        for name in config["datasets"]
+    }
+    return {
+        "runs": runs,
+        "datasets": datasets,
+        "paper_table1": PAPER_TABLE1,
+        # Table II of the paper sits beside Table I (results/paper/); the config names only Table I
+        "paper_table2": str(Path(PAPER_TABLE1).with_name("table2.csv")),
+        "note": config["report"]["note"],
+    }

@@ -1,4 +1,5 @@
-# Report: Table I (CSV + Markdown) and Figure 5 (PNG + PDF) from every run of the config.
+# Report: Tables I and II (CSV, Markdown, HTML), the extra metrics, Figure 4 (qualitative, per dataset) and
+# Figure 5 (PNG + PDF), and report.html linking them with every run's logs and provenance.
 
 
 rule report:
@@ -7,7 +8,12 @@ rule report:
     input:
         metrics=[f"{d}/metrics.json" for d in run_dirs()],
         speed=[f"{d}/speed.json" for d in run_dirs()],
+        predictions=[f"{d}/predictions.json" for d in run_dirs()],
+        models=[f"{d}/model.pt" for d in run_dirs()],
+        data=[f"{DATA_DIR}/manifest.json".format(dataset=d) for d in config["datasets"]],
+        splits=[f"{DATA_DIR}/split.json".format(dataset=d) for d in config["datasets"]],
         paper=PAPER_TABLE1,
+        paper2=report_spec()["paper_table2"],
     output:
         report_targets(),
     params:
