@@ -17,16 +17,12 @@ from matplotlib.ticker import FormatStrFormatter
 
 from objguided.engine.atomic import atomic_path
 from objguided.errors import DataError
-from objguided.report.runs import as_float, check_metrics
+from objguided.report.runs import as_float, check_metrics, first_seen
 
 #: Threshold grid the paper's Figure 5 uses (IoU 0.50:0.05:0.95).
 PAPER_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
-
-
-def _first_seen(values) -> list:
-    return list(dict.fromkeys(values))
 
 
 def _curves(runs: list[dict]) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]]:
@@ -49,8 +45,8 @@ def _curves(runs: list[dict]) -> tuple[list[str], list[str], dict[tuple[str, str
             curves[key][1].append(ap)
         else:
             curves[key] = (thresholds, [ap])
-    datasets = _first_seen(r["dataset"] for r in runs)
-    labels = _first_seen(r["label"] for r in runs)
+    datasets = first_seen(r["dataset"] for r in runs)
+    labels = first_seen(r["label"] for r in runs)
     return datasets, labels, {k: (t, np.vstack(aps)) for k, (t, aps) in curves.items()}
 
 

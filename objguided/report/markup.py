@@ -50,6 +50,15 @@ def is_missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x)) or (not isinstance(x, str) and bool(pd.isna(x)))
 
 
+def text(x: Any) -> str:
+    """A value as table text; a missing value is empty.
+
+    >>> text(3), text(None)
+    ('3', '')
+    """
+    return "" if is_missing(x) else str(x)
+
+
 def esc(text: Any) -> str:
     """HTML-escaped text; a missing value is empty.
 

@@ -166,6 +166,20 @@ def read_paper_table1(path: str | os.PathLike) -> pd.DataFrame:
     return read_paper_csv(path, ("dataset", "method"), PAPER_TABLE1_VALUES)
 
 
+def first_seen(values) -> list:
+    """The distinct values in order of first appearance.
+
+    >>> first_seen([2, 1, 2, 3])
+    [2, 1, 3]
+    """
+    return list(dict.fromkeys(values))
+
+
+def describe_run(run: dict) -> str:
+    """``dataset/method/variant/seed<k>`` of a run record, for messages."""
+    return f"{run.get('dataset')}/{run.get('method')}/{run.get('variant')}/seed{run.get('seed')}"
+
+
 def as_float(value: Any) -> float:
     """``None`` becomes NaN; numbers become floats.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,8 @@ import pandas as pd
 from objguided.engine.atomic import write_text
 from objguided.errors import DataError
 from objguided.report import bootstrap as bs
-from objguided.report.markup import esc, html_document, html_table, markdown_table
-from objguided.report.runs import PAPER_TABLE1_VALUES, as_float, check_metrics, check_speed
+from objguided.report.markup import esc, html_document, html_table, is_missing, markdown_table, text
+from objguided.report.runs import PAPER_TABLE1_VALUES, as_float, check_metrics, check_speed, describe_run, first_seen
 
 #: Value columns (percent for AP, frames per second for fps), in table order.
 VALUES = ("ap_dec", "ap_seg", "ap_seg_50", "ap_seg_75", "fps")
@@ -46,16 +46,8 @@ BOOTSTRAP = {"resamples": bs.DEFAULT_RESAMPLES, "seed": bs.DEFAULT_SEED, "level"
 DECIMALS = 2
 
 
-def _first_seen(values: Iterable[Any]) -> list:
-    return list(dict.fromkeys(values))
-
-
 def _round(x: float) -> float:
     return round(x, DECIMALS) if math.isfinite(x) else math.nan
-
-
-def _describe(run: dict) -> str:
-    return f"{run.get('dataset')}/{run.get('method')}/{run.get('variant')}/seed{run.get('seed')}"
 
 
 def _check_run(run: Any, i: int) -> None:
@@ -63,10 +55,10 @@ def _check_run(run: Any, i: int) -> None:
         raise DataError(f"run record #{i}: expected a dict, got {type(run).__name__}")
     missing = [k for k in ("dataset", "method", "variant", "seed", "label", "metrics") if k not in run]
     if missing:
-        raise DataError(f"run record #{i} ({_describe(run)}): missing key(s) {', '.join(missing)}")
-    check_metrics(run["metrics"], f"metrics of run {_describe(run)}")
+        raise DataError(f"run record #{i} ({describe_run(run)}): missing key(s) {', '.join(missing)}")
+    check_metrics(run["metrics"], f"metrics of run {describe_run(run)}")
     if run.get("speed") is not None:
-        check_speed(run["speed"], f"speed of run {_describe(run)}")
+        check_speed(run["speed"], f"speed of run {describe_run(run)}")
 
 
 def _paper_lookup(paper: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, float]]:
@@ -85,7 +77,7 @@ def _paper_lookup(paper: pd.DataFrame | None) -> dict[tuple[str, str], dict[str,
 
 
 def _one_value(group: list[dict], key: str, dataset: str, label: str) -> Any:
-    values = _first_seen(r.get(key) for r in group)
+    values = first_seen(r.get(key) for r in group)
     if len(values) > 1:
         raise DataError(
             f"runs of {dataset} labelled {label!r} disagree on {key}: {', '.join(map(repr, values))}; "
@@ -128,14 +120,14 @@ def build_table1(runs: list[dict], paper: pd.DataFrame | None, bootstrap: dict |
     for run in runs:
         key = (run["dataset"], run["method"], run["variant"], run["seed"])
         if key in seen:
-            raise DataError(f"run {_describe(run)} given twice")
+            raise DataError(f"run {describe_run(run)} given twice")
         seen.add(key)
 
-    label_rank = {label: i for i, label in enumerate(_first_seen(r["label"] for r in runs))}
+    label_rank = {label: i for i, label in enumerate(first_seen(r["label"] for r in runs))}
     rows = []
-    for dataset in _first_seen(r["dataset"] for r in runs):
+    for dataset in first_seen(r["dataset"] for r in runs):
         in_dataset = [r for r in runs if r["dataset"] == dataset]
-        for label in sorted(_first_seen(r["label"] for r in in_dataset), key=label_rank.__getitem__):
+        for label in sorted(first_seen(r["label"] for r in in_dataset), key=label_rank.__getitem__):
             group = [r for r in in_dataset if r["label"] == label]
             row: dict[str, Any] = {"dataset": dataset, "label": label}
             for key in ("method", "variant", "paper_dataset", "paper_method"):
@@ -154,7 +146,7 @@ def build_table1(runs: list[dict], paper: pd.DataFrame | None, bootstrap: dict |
                 row[f"{value}_std"] = _round(std)
                 row[f"paper_{value}"] = paper_row[value] if paper_row is not None else math.nan
             row["in_paper"] = paper_row is not None
-            devices = _first_seen(r["speed"].get("device") for r in group if r.get("speed"))
+            devices = first_seen(r["speed"].get("device") for r in group if r.get("speed"))
             devices = [d for d in devices if d]
             row["device"] = "; ".join(devices) if devices else None
             ci, row["ci_images"] = row_intervals(group, bootstrap)
@@ -190,40 +182,32 @@ def read_table1(path: str | os.PathLike) -> pd.DataFrame:
 # --- Markdown and HTML ---------------------------------------------------------------------------------
 
 
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or (not isinstance(x, str) and pd.isna(x))
-
-
-def _text(x: Any) -> str:
-    return "" if _missing(x) else str(x)
-
-
 def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
 def _fmt(x: Any) -> str:
-    return "n/a" if _missing(x) else f"{float(x):.{DECIMALS}f}"
+    return "n/a" if is_missing(x) else f"{float(x):.{DECIMALS}f}"
 
 
 def _in_paper(row: dict) -> bool:
     flag = row.get("in_paper")
-    return not _missing(flag) and bool(flag)
+    return not is_missing(flag) and bool(flag)
 
 
 def _cell_parts(row: dict, value: str, device: str | None) -> tuple[str, str, str]:
     """(``ours ± std [device]``, ``[lo, hi]`` or "", ``paper p`` or ""): one cell's three pieces."""
     ours = _fmt(row[value])
-    if not _missing(row[f"{value}_std"]):
+    if not is_missing(row[f"{value}_std"]):
         ours += f" ± {_fmt(row[f'{value}_std'])}"
-    if device and not _missing(row[value]):
+    if device and not is_missing(row[value]):
         ours += f" [{device}]"
     ci = ""
     low, high = row.get(f"{value}_ci_low"), row.get(f"{value}_ci_high")
-    if not _missing(low) and not _missing(high):
+    if not is_missing(low) and not is_missing(high):
         ci = f"[{_fmt(low)}, {_fmt(high)}]"
     paper = row[f"paper_{value}"]
-    if not _missing(paper):
+    if not is_missing(paper):
         paper_text = f"paper {_fmt(paper)}"
     elif _in_paper(row) and value == "fps":
         paper_text = "paper: >1 min/image"
@@ -253,35 +237,35 @@ def bootstrap_sentence(df: pd.DataFrame, bootstrap: dict | None = BOOTSTRAP) -> 
     if bootstrap is None:
         return "No bootstrap intervals (disabled)."
     level = int(round(100 * float(bootstrap["level"])))
-    text = (f"[lo, hi]: {level}% percentile bootstrap interval over the test images ({bootstrap['resamples']} "
+    sentence = (f"[lo, hi]: {level}% percentile bootstrap interval over the test images ({bootstrap['resamples']} "
             f"resamples of the images with replacement, generator seed {bootstrap['seed']}; the same resamples "
             "for every seed of a row, whose AP is averaged per resample).")
     if "ci_images" in df.columns and len(df):
         lacking = [f"{d}/{lab}" for d, lab, n in zip(df["dataset"], df["label"], df["ci_images"])
-                   if _missing(n) or int(n) == 0]
+                   if is_missing(n) or int(n) == 0]
         why = ("metrics.json holds no per-prediction match data (scored by an older version of `objguided "
                "score`; re-run the score step to get intervals).")
         if len(lacking) == len(df):
-            text += " No interval for any row: their " + why
+            sentence += " No interval for any row: their " + why
         elif lacking:
-            text += " No interval for " + ", ".join(lacking) + ": their " + why
-    return text
+            sentence += " No interval for " + ", ".join(lacking) + ": their " + why
+    return sentence
 
 
 def _dataset_blocks(df: pd.DataFrame, cell) -> list[tuple[str, list[str], list[str], list[list[str]]]]:
     """Per dataset: (heading, header, align, body) with cells made by ``cell(row, value, device)``."""
     records = df.to_dict("records")
     blocks = []
-    for dataset in _first_seen(r["dataset"] for r in records):
+    for dataset in first_seen(r["dataset"] for r in records):
         rows = [r for r in records if r["dataset"] == dataset]
-        stands_for = _first_seen(_text(r["paper_dataset"]) for r in rows)
+        stands_for = first_seen(text(r["paper_dataset"]) for r in rows)
         stands_for = [s for s in stands_for if s]
         heading = f"{dataset}"
         if stands_for:
             heading += f" (stands for the paper's {', '.join(stands_for)})"
         else:
             heading += " (no paper numbers)"
-        devices = [d for d in _first_seen(_text(r["device"]) for r in rows) if d]
+        devices = [d for d in first_seen(text(r["device"]) for r in rows) if d]
         shared = devices[0] if len(devices) == 1 else None
         fps_header = "FPS"
         if shared:
@@ -290,12 +274,12 @@ def _dataset_blocks(df: pd.DataFrame, cell) -> list[tuple[str, list[str], list[s
         align = ["l", "l", "r"] + ["r"] * len(VALUES)
         body = []
         for r in rows:
-            paper_row = _text(r["paper_method"])
+            paper_row = text(r["paper_method"])
             if paper_row and not _in_paper(r):
                 paper_row += " (not in the paper's table)"
-            cells = [_text(r["label"]), paper_row or "-", str(int(r["n_seeds"]))]
+            cells = [text(r["label"]), paper_row or "-", str(int(r["n_seeds"]))]
             cells += [cell(r, v, None) for v in VALUES[:-1]]
-            cells.append(cell(r, "fps", None if shared else (_text(r["device"]) or None)))
+            cells.append(cell(r, "fps", None if shared else (text(r["device"]) or None)))
             body.append(cells)
         blocks.append((heading, header, align, body))
     return blocks

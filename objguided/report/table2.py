@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from objguided.engine.atomic import write_text
-from objguided.report.markup import esc, html_document, html_table, is_missing, markdown_table
+from objguided.report.markup import esc, html_document, html_table, is_missing, markdown_table, text
 from objguided.report.runs import as_float, read_paper_csv
 from objguided.report.table1 import BOOTSTRAP, row_intervals
 
@@ -118,10 +118,6 @@ def _f(x: Any) -> str:
     return "" if is_missing(x) else f"{float(x):g}" if abs(float(x) - round(float(x))) > 1e-9 else f"{float(x):.0f}"
 
 
-def _s(x: Any) -> str:
-    return "" if is_missing(x) else str(x)
-
-
 def _paper(row: dict) -> str:
     return "" if is_missing(row["paper_ap_seg"]) else f"{row['paper_ap_seg']:.2f}"
 
@@ -129,11 +125,11 @@ def _paper(row: dict) -> str:
 def _ours(row: dict) -> tuple[str, str]:
     if row["n_seeds"] == 0:
         return "no run", ""
-    text = "n/a" if is_missing(row["ap_seg"]) else f"{row['ap_seg']:.2f}"
+    ours = "n/a" if is_missing(row["ap_seg"]) else f"{row['ap_seg']:.2f}"
     if not is_missing(row["ap_seg_std"]):
-        text += f" ± {row['ap_seg_std']:.2f}"
+        ours += f" ± {row['ap_seg_std']:.2f}"
     ci = "" if is_missing(row["ap_seg_ci_low"]) else f"[{row['ap_seg_ci_low']:.2f}, {row['ap_seg_ci_high']:.2f}]"
-    return text, ci
+    return ours, ci
 
 
 def _blocks(df: pd.DataFrame):
@@ -164,7 +160,7 @@ def table2_markdown(df: pd.DataFrame, note: str | None = None) -> str:
         for r in rows:
             ours, ci = _ours(r)
             body.append([r["strategy"], _f(r["k"]) or "-", _f(r["beta"]) or "-",
-                         (_s(r["label"]) or "-").replace("|", "\\|"), str(r["n_seeds"]),
+                         (text(r["label"]) or "-").replace("|", "\\|"), str(r["n_seeds"]),
                          ours + (f" {ci}" if ci else ""), _paper(r)])
         out += [f"## {heading}", ""] + markdown_table(HEADER, ALIGN, body) + [""]
     return "\n".join(out)
@@ -180,7 +176,7 @@ def table2_html(df: pd.DataFrame, level: int = 3) -> str:
             ours, ci = _ours(r)
             cell = esc(ours) + (f'<span class="ci">95% CI {esc(ci)}</span>' if ci else "")
             body.append([esc(r["strategy"]), esc(_f(r["k"]) or "-"), esc(_f(r["beta"]) or "-"),
-                         esc(_s(r["label"]) or "-"), str(r["n_seeds"]), cell, esc(_paper(r))])
+                         esc(text(r["label"]) or "-"), str(r["n_seeds"]), cell, esc(_paper(r))])
             classes.append("missing" if r["n_seeds"] == 0 else "")
         out += [f"<h{level}>{esc(heading)}</h{level}>", html_table(HEADER, ALIGN, body, classes)]
     return "\n".join(out)

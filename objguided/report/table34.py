@@ -34,7 +34,8 @@ import pandas as pd
 
 from objguided.engine.atomic import write_text
 from objguided.errors import DataError
-from objguided.report.runs import read_paper_csv
+from objguided.report.markup import is_missing, markdown_table, text
+from objguided.report.runs import describe_run, first_seen, read_paper_csv
 
 #: Measures of each table (keys of quality["ctc"] / quality["cvppp"] and columns of the paper's CSVs).
 TABLE3_VALUES = ("op_csb", "seg", "det")
@@ -69,10 +70,6 @@ def read_paper_table4(path: str | os.PathLike) -> pd.DataFrame:
 
 # -------------------------------------------------------------------------------------------- entries
 
-def _describe(run: dict) -> str:
-    return f"{run.get('dataset')}/{run.get('method')}/{run.get('variant')}/seed{run.get('seed')}"
-
-
 def _check_runs(runs: list) -> None:
     seen: set = set()
     for i, run in enumerate(runs):
@@ -80,12 +77,12 @@ def _check_runs(runs: list) -> None:
             raise DataError(f"run record #{i}: expected a dict, got {type(run).__name__}")
         missing = [k for k in ("dataset", "method", "variant", "seed", "label", "metrics") if k not in run]
         if missing:
-            raise DataError(f"run record #{i} ({_describe(run)}): missing key(s) {', '.join(missing)}")
+            raise DataError(f"run record #{i} ({describe_run(run)}): missing key(s) {', '.join(missing)}")
         if not isinstance(run["metrics"], dict):
-            raise DataError(f"metrics of run {_describe(run)}: expected a dict")
+            raise DataError(f"metrics of run {describe_run(run)}: expected a dict")
         key = (run["dataset"], run["method"], run["variant"], run["seed"])
         if key in seen:
-            raise DataError(f"run {_describe(run)} given twice")
+            raise DataError(f"run {describe_run(run)} given twice")
         seen.add(key)
 
 
@@ -94,7 +91,7 @@ def _quality(run: dict) -> dict | None:
     if q is None:
         return None
     if not isinstance(q, dict):
-        raise DataError(f"metrics of run {_describe(run)}: 'quality' must be a dict, got {type(q).__name__}")
+        raise DataError(f"metrics of run {describe_run(run)}: 'quality' must be a dict, got {type(q).__name__}")
     return q
 
 
@@ -130,7 +127,7 @@ def table3_entries(runs: list[dict], paper_rows: Iterable[str]) -> list[tuple[st
         if q is None:
             out.append((row, run, None, math.nan))
             continue
-        where = f"quality of run {_describe(run)}"
+        where = f"quality of run {describe_run(run)}"
         ctc = q.get("ctc")
         out.append((row, run, _measures(ctc, TABLE3_VALUES, f"{where}: 'ctc'"),
                     _images(ctc) if not math.isnan(_images(ctc)) else _images(q)))
@@ -151,7 +148,7 @@ def table4_entries(runs: list[dict], paper_rows: Iterable[str]) -> list[tuple[st
         if q is None:
             out.append((own_row, run, None, math.nan))
             continue
-        where = f"quality of run {_describe(run)}"
+        where = f"quality of run {describe_run(run)}"
         if combined:
             groups = q.get("groups") or {}
             if not isinstance(groups, dict):
@@ -169,10 +166,6 @@ def table4_entries(runs: list[dict], paper_rows: Iterable[str]) -> list[tuple[st
 
 
 # ---------------------------------------------------------------------------------------------- build
-
-def _first_seen(values: Iterable[Any]) -> list:
-    return list(dict.fromkeys(values))
-
 
 def _round(x: float) -> float:
     return round(x, CSV_DECIMALS) if math.isfinite(x) else math.nan
@@ -195,11 +188,11 @@ def _build(entries: list, paper: pd.DataFrame, values: tuple[str, ...], top: boo
                          **{v: math.nan for v in values}, **{f"{v}_std": math.nan for v in values},
                          **paper_cells, "has_run": False})
             continue
-        for dataset, label in _first_seen((e[1]["dataset"], e[1]["label"]) for e in mine):
+        for dataset, label in first_seen((e[1]["dataset"], e[1]["label"]) for e in mine):
             group = [e for e in mine if (e[1]["dataset"], e[1]["label"]) == (dataset, label)]
             row: dict[str, Any] = {"paper_dataset": paper_row, "dataset": dataset, "label": label}
             for key in ("method", "variant"):
-                seen = _first_seen(e[1][key] for e in group)
+                seen = first_seen(e[1][key] for e in group)
                 if len(seen) > 1:
                     raise DataError(f"runs of {dataset} labelled {label!r} disagree on {key}: "
                                     f"{', '.join(map(repr, seen))}; give each (method, variant) its own label")
@@ -208,7 +201,7 @@ def _build(entries: list, paper: pd.DataFrame, values: tuple[str, ...], top: boo
             row["n_seeds"] = len(group)
             row["n_scored"] = len(scored)
             images = [int(e[3]) for e in scored if math.isfinite(e[3])]
-            images = _first_seen(images)
+            images = first_seen(images)
             row["images"] = "; ".join(map(str, images)) if images else None
             for v in values:
                 per_seed = np.array([e[2][v] for e in scored], float)
@@ -240,16 +233,8 @@ def build_table4(runs: list[dict], paper: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------- Markdown
 
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or (not isinstance(x, str) and pd.isna(x))
-
-
-def _text(x: Any) -> str:
-    return "" if _missing(x) else str(x)
-
-
 def _fmt(x: Any, decimals: int) -> str:
-    return "n/a" if _missing(x) else f"{float(x):.{decimals}f}"
+    return "n/a" if is_missing(x) else f"{float(x):.{decimals}f}"
 
 
 def _cell(row: dict, v: str, decimals: int, top: bool) -> str:
@@ -257,23 +242,12 @@ def _cell(row: dict, v: str, decimals: int, top: bool) -> str:
         ours = "not scored"
     else:
         ours = _fmt(row[v], decimals)
-        if not _missing(row[f"{v}_std"]):
+        if not is_missing(row[f"{v}_std"]):
             ours += f" ± {_fmt(row[f'{v}_std'], decimals)}"
     paper = f"paper {_fmt(row[f'paper_{v}'], decimals)}"
     if top:
         paper += f"; top {_fmt(row[f'paper_{v}_top'], decimals)}"
     return f"{ours} ({paper})"
-
-
-def _markdown_table(header: list[str], align: list[str], body: list[list[str]]) -> list[str]:
-    cells = [header] + body
-    widths = [max(3, *(len(r[j]) for r in cells)) for j in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if a == "r" else "-" * w for w, a in zip(widths, align)) + " |"
-    return [line(header), rule] + [line(r) for r in body]
 
 
 def _markdown(df: pd.DataFrame, title: str, intro: list[str], values: tuple[str, ...], decimals: int, top: bool,
@@ -292,10 +266,10 @@ def _markdown(df: pd.DataFrame, title: str, intro: list[str], values: tuple[str,
             seeds = str(int(r["n_seeds"]))
             if int(r["n_scored"]) != int(r["n_seeds"]):
                 seeds += f" ({int(r['n_scored'])} scored)"
-            cells = [str(r["paper_dataset"]), _text(r["dataset"]).replace("|", "\\|"),
-                     _text(r["label"]).replace("|", "\\|"), seeds, _text(r["images"]) or "-"]
+            cells = [str(r["paper_dataset"]), text(r["dataset"]).replace("|", "\\|"),
+                     text(r["label"]).replace("|", "\\|"), seeds, text(r["images"]) or "-"]
         body.append(cells + [_cell(r, v, decimals, top) for v in values])
-    out += _markdown_table(header, align, body) + [""]
+    out += markdown_table(header, align, body) + [""]
     return "\n".join(out)
 
 
