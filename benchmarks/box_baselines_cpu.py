@@ -25,15 +25,16 @@ import argparse
 import datetime as dt
 import platform
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from cpu_speed import append_section, time_alternately  # noqa: E402
 
 
 def predictor(name: str, detections: int, device: str = "cpu", backbone: str = "resnet50"):
@@ -70,16 +71,7 @@ def main(argv=None) -> int:
     rows = []
     for k in args.detections:
         predictors = {"Mask R-CNN R50-FPN": predictor("mask_rcnn", k), "PointRend R50-FPN": predictor("pointrend", k)}
-        seconds = {name: [] for name in predictors}
-        counts = {name: [] for name in predictors}
-        for image in images:
-            for name, predict in predictors.items():
-                t0 = time.perf_counter()
-                found = predict(image)
-                seconds[name].append(time.perf_counter() - t0)
-                counts[name].append(len(found))
-        for name in predictors:
-            s, n = float(np.mean(seconds[name][1:])), float(np.mean(counts[name][1:]))
+        for name, (s, n) in time_alternately(predictors, images).items():
             rows.append((k, name, 1.0 / s, s, n))
             print(f"K={k:4d}  {name:20s} {1 / s:6.3f} img/s  ({s:.2f} s/img, {n:.0f} instances/img)", flush=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -92,16 +84,11 @@ def main(argv=None) -> int:
         mr = [s for kk, n, _, s, _ in rows if kk == k and n.startswith("Mask")][0]
         pr = [s for kk, n, _, s, _ in rows if kk == k and n.startswith("Point")][0]
         lines.append(f"\nK = {k}: PointRend / Mask R-CNN time per image = **{pr / mr:.2f}x**")
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    if not out.exists():
-        out.write_text("# CPU inference time of the box baselines (benchmarks/box_baselines_cpu.py)\n\n"
-                       "Untrained reference networks (ResNet-50-FPN, input 512) with realistic detection counts; see "
-                       "the script's docstring. Ours vs Mask R-CNN on the same kind of machine: "
-                       "benchmarks/results/cpu_speed.md (benchmarks/cpu_speed.py). Each run appends a section.\n")
-    with out.open("a") as f:
-        f.write(text)
-    print(text)
+    append_section(args.out, "# CPU inference time of the box baselines (benchmarks/box_baselines_cpu.py)\n\n"
+                   "Untrained reference networks (ResNet-50-FPN, input 512) with realistic detection counts; see "
+                   "the script's docstring. Ours vs Mask R-CNN on the same kind of machine: "
+                   "benchmarks/results/cpu_speed.md (benchmarks/cpu_speed.py). Each run appends a section.\n",
+                   "\n".join(lines) + "\n")
     return 0
 
 

@@ -99,6 +99,32 @@ def mask_rcnn_instances(model, image: np.ndarray, device: str) -> list[tuple[np.
     return list(zip(masks, scores.tolist()))
 
 
+def time_alternately(predictors: dict, images: list) -> dict[str, tuple[float, float]]:
+    """Time every predictor (image -> instances) on every image, alternating methods image by image so that
+    load spikes of a shared machine hit all of them; the first image is dropped (warm-up).
+
+    Returns ``{name: (mean seconds per image, mean instances per image)}`` over the kept images."""
+    seconds: dict[str, list[float]] = {name: [] for name in predictors}
+    counts: dict[str, list[int]] = {name: [] for name in predictors}
+    for image in images:
+        for name, predict in predictors.items():
+            t0 = time.perf_counter()
+            found = predict(image)
+            seconds[name].append(time.perf_counter() - t0)
+            counts[name].append(len(found))
+    return {name: (float(np.mean(seconds[name][1:])), float(np.mean(counts[name][1:]))) for name in predictors}
+
+
+def append_section(path: str | Path, header: str, text: str) -> None:
+    """Append a run's section to a results file (``header`` first when the file is new), and print it."""
+    out = Path(path)
+    if not out.exists():
+        out.write_text(header)
+    with out.open("a") as f:
+        f.write(text)
+    print(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=6, help="images timed per method (+1 dropped)")
@@ -120,14 +146,7 @@ def main(argv=None) -> int:
                       "Ours, dense size/offset heads": forced_ours(device, top_k=k, sparse_heads=False),
                       "Mask R-CNN R50-FPN (torchvision)": (lambda m: (lambda im: mask_rcnn_instances(m, im, device)))(
                           mask_rcnn(device, detections=k))}
-        seconds = {name: [] for name in predictors}
-        counts = {name: [] for name in predictors}
-        for image in images:
-            for name, predict in predictors.items():
-                t0 = time.perf_counter()
-                found = predict(image)
-                seconds[name].append(time.perf_counter() - t0)
-                counts[name].append(len(found))
+        timed = time_alternately(predictors, images)
         if args.count_macs:
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -135,11 +154,9 @@ def main(argv=None) -> int:
                 with FlopCounterMode(display=False) as counter:
                     predict(images[0])
                 macs[(k, name)] = counter.get_total_flops() / 2e9
-        fps = {name: 1.0 / float(np.mean(s[1:])) for name, s in seconds.items()}
-        for name in predictors:
-            rows.append((k, name, fps[name], float(np.mean(seconds[name][1:])), float(np.mean(counts[name][1:]))))
-            print(f"K={k:4d}  {name:36s} {fps[name]:6.3f} img/s  ({np.mean(seconds[name][1:]):.2f} s/img, "
-                  f"{np.mean(counts[name][1:]):.0f} instances/img)", flush=True)
+        for name, (s, n) in timed.items():
+            rows.append((k, name, 1.0 / s, s, n))
+            print(f"K={k:4d}  {name:36s} {1 / s:6.3f} img/s  ({s:.2f} s/img, {n:.0f} instances/img)", flush=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## {stamp}: cpu ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads, {args.images} images timed (+1 dropped), 512x512 synthetic nuclei\n",
@@ -152,15 +169,10 @@ def main(argv=None) -> int:
         dense = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Ours, dense")][0]
         mr = [f for kk, n, f, *_ in rows if kk == k and n.startswith("Mask")][0]
         lines.append(f"\nK = {k}: Ours / Mask R-CNN = **{ours / mr:.2f}x** (dense heads: {dense / mr:.2f}x)")
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    if not out.exists():
-        out.write_text("# CPU speed: Ours vs Mask R-CNN (benchmarks/cpu_speed.py)\n\n"
-                       "Goal: Ours at least 2x Mask R-CNN's images per second. See the script's docstring for how "
-                       "realistic detections are obtained from untrained networks. Each run appends a section.\n")
-    with out.open("a") as f:
-        f.write(text)
-    print(text)
+    append_section(args.out, "# CPU speed: Ours vs Mask R-CNN (benchmarks/cpu_speed.py)\n\n"
+                   "Goal: Ours at least 2x Mask R-CNN's images per second. See the script's docstring for how "
+                   "realistic detections are obtained from untrained networks. Each run appends a section.\n",
+                   "\n".join(lines) + "\n")
     return 0
 
 

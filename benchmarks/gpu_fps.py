@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from cpu_speed import forced_ours  # noqa: E402
+from cpu_speed import append_section, forced_ours  # noqa: E402
 
 from objguided.data.canonical import CanonicalDataset  # noqa: E402
 from objguided.engine.provenance import describe_device  # noqa: E402
@@ -156,13 +156,8 @@ def main(argv=None) -> int:
             f"torch {torch.__version__}; batch 1; whole inference incl. post-processing; Ours: the paper's inference "
             "path; Mask R-CNN and PointRend: one `predict_detector` path (benchmarks/gpu_fps.py).\n\n"
             "| method | FPS | instances / image |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n")
-    out = Path(args.out)
-    if not out.exists():
-        out.write_text("# FPS on the DSB2018 test split (benchmarks/gpu_fps.py)\n\nThe paper's FPS (one GTX 1080): "
-                       "Ours 2.80 (W. Refine) / 3.22 (W.O.), Mask R-CNN 1.01 (Table I, DSB2018).\n")
-    with out.open("a") as f:
-        f.write(text)
-    print(text)
+    append_section(args.out, "# FPS on the DSB2018 test split (benchmarks/gpu_fps.py)\n\nThe paper's FPS (one GTX "
+                   "1080): Ours 2.80 (W. Refine) / 3.22 (W.O.), Mask R-CNN 1.01 (Table I, DSB2018).\n", text)
     return 0
 
 

@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from box_baselines_cpu import predictor as box_predictor
-    from cpu_speed import forced_ours
+    from cpu_speed import append_section, forced_ours, time_alternately
 
     from objguided.data.synthetic import generate
 
@@ -124,17 +124,8 @@ def main(argv=None) -> int:
     predictors = {"Ours (ResNet-50, W. Refine)": forced_ours("cpu", top_k=k),
                   "Mask R-CNN R50-FPN": box_predictor("mask_rcnn", k), **peers}
     images = [im for _, im, _ in generate("nuclei", args.images + 1, 512, seed=0)]
-    seconds = {name: [] for name in predictors}
-    counts = {name: [] for name in predictors}
-    for image in images:
-        for name, predict in predictors.items():
-            t0 = time.perf_counter()
-            found = predict(image)
-            seconds[name].append(time.perf_counter() - t0)
-            counts[name].append(len(found))
     rows = []
-    for name in predictors:
-        s, n = float(np.mean(seconds[name][1:])), float(np.mean(counts[name][1:]))
+    for name, (s, n) in time_alternately(predictors, images).items():
         rows.append((name, 1.0 / s, s, n))
         print(f"{name:48s} {1 / s:6.3f} img/s  ({s:.2f} s/img, {n:.0f} instances/img)", flush=True)
     v = versions()
@@ -153,16 +144,10 @@ def main(argv=None) -> int:
     ours = [s for name, _, s, _ in rows if name.startswith("Ours")][0]
     lines.append("\nTime per image relative to Ours: " + ", ".join(
         f"{name.split(' (')[0]} {s / ours:.2f}x" for name, _, s, _ in rows if not name.startswith("Ours")))
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    if not out.exists():
-        out.write_text("# CPU inference time of the peers (benchmarks/peers_cpu.py)\n\n"
-                       "Cellpose 3 and StarDist (the `peers` extra) beside Ours and Mask R-CNN, one process, same "
-                       "images; see the script's docstring for how each gets realistic detections. Each run appends "
-                       "a section.\n")
-    with out.open("a") as f:
-        f.write(text)
-    print(text)
+    append_section(args.out, "# CPU inference time of the peers (benchmarks/peers_cpu.py)\n\n"
+                   "Cellpose 3 and StarDist (the `peers` extra) beside Ours and Mask R-CNN, one process, same "
+                   "images; see the script's docstring for how each gets realistic detections. Each run appends "
+                   "a section.\n", "\n".join(lines) + "\n")
     return 0
 
 
