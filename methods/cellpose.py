@@ -106,15 +106,14 @@ def check_config(cfg: CellposeConfig, where: str = "methods.cellpose") -> None:
 
 def require_cellpose():
     """Import cellpose (3.x) or raise a ConfigError that says how to install it."""
+    why = cellpose_unavailable()
+    if why:
+        raise ConfigError(f"methods.cellpose: {why}")
     try:
         import cellpose
         from cellpose import models, train  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"methods.cellpose: the 'cellpose' package is not installed ({exc}); {INSTALL_HINT}") from exc
-    version = package_version()
-    if version and not version.startswith("3."):
-        raise ConfigError(f"methods.cellpose: found cellpose {version}; this adapter needs cellpose 3.x "
-                          f"(methods/README_cellpose.md); {INSTALL_HINT}")
+    except ImportError as exc:  # installed but broken (a missing compiled dependency)
+        raise ConfigError(f"methods.cellpose: cannot import cellpose ({exc}); {INSTALL_HINT}") from exc
     return cellpose
 
 
@@ -126,7 +125,7 @@ def cellpose_unavailable() -> str | None:
         return f"the 'cellpose' package is not installed; {INSTALL_HINT}"
     version = package_version()
     if version and not version.startswith("3."):
-        return f"found cellpose {version}; this adapter needs cellpose 3.x; {INSTALL_HINT}"
+        return f"found cellpose {version}; this adapter needs cellpose 3.x (methods/README_cellpose.md); {INSTALL_HINT}"
     return None
 
 
