@@ -89,10 +89,6 @@ def cmd_score(args) -> None:
     metrics = score_predictions(args.gt, args.pred, split_path=args.split, subset=args.subset,
                                 box_convention=args.box_convention, mask_iou=args.mask_iou,
                                 extras=not args.no_extras)
-    if not args.no_extras:  # the CTC (Table III) and CVPPP (Table IV) measures, on the painted label maps
-        from objguided.metrics.quality import quality_from_predictions
-
-        metrics["quality"] = quality_from_predictions(args.gt, args.pred, split_path=args.split, subset=args.subset)
     metrics["provenance"] = provenance({"gt": str(args.gt), "pred": str(args.pred), "subset": args.subset,
                                         "box_convention": args.box_convention, "mask_iou": args.mask_iou})
     write_json(args.out, metrics)

@@ -331,6 +331,11 @@ def test_quality_from_predictions_matches_the_per_image_functions(tmp_path):
     assert set(out["groups"]) == {"A1", "A2"} and out["groups"]["A2"]["images"] == 2
     assert out["groups"]["A1"]["cvppp"] == aggregate_cvppp([per["A1_plant001"]["cvppp"]])
     json.dumps(out)  # JSON-ready (it goes into metrics.json)
+    # `objguided score` computes the same in its own pass over the images (nothing read twice)
+    from objguided.metrics.score import score_predictions
+
+    assert score_predictions(root, path)["quality"] == quality_from_predictions(root, path)
+    assert "quality" not in score_predictions(root, path, extras=False)
 
     kept = quality_from_predictions(root, path, min_score=0.1)
     assert kept["settings"]["predictions_kept"] == 4 and "per_image" not in kept

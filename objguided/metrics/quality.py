@@ -397,7 +397,7 @@ def quality_from_predictions(gt_dir, pred_path, split_path=None, subset=None, mi
     check_nonempty(runs, [ids[i] for i in keep], where, index_of=keep)
     bounds = np.searchsorted(img[keep], np.arange(len(sources) + 1))
 
-    ctc_items, cvppp_items, rows = [], [], []
+    rows = []
     for k, (image_id, path) in enumerate(sources):
         labels = read_label_map(path)
         h, w = labels.shape
@@ -410,23 +410,32 @@ def quality_from_predictions(gt_dir, pred_path, split_path=None, subset=None, mi
         r0, r1 = int(runs.first[a]), int(runs.first[b])
         owner = np.repeat(np.arange(b - a), np.diff(runs.first[a:b + 1]))
         pix, own = runs_to_pixels(runs.start[r0:r1], runs.length[r0:r1], owner)
-        pred = _paint(h * w, pix, own, scores[keep[a:b]]).reshape((h, w), order="F")
-        m = measures(labels, pred)
-        ctc_items.append(m["ctc"])
-        cvppp_items.append(m["cvppp"])
-        rows.append({"image_id": image_id, **m})
+        rows.append({"image_id": image_id, **image_measures(labels, pix, own, scores[keep[a:b]])})
+    return summarise(rows, min_score, len(records), int(keep.size), per_image)
 
+
+def image_measures(labels: np.ndarray, pix: np.ndarray, own: np.ndarray, scores: np.ndarray) -> dict:
+    """Both sets of one image whose predictions are given as column-major pixel indices ``pix`` of instance
+    ``own`` (the evaluator's decoded RLE) with their ``scores``, painted by :func:`instances_to_label_map`'s
+    rule. ``objguided score`` calls this in its own pass over the images, so nothing is read twice."""
+    h, w = labels.shape
+    return measures(labels, _paint(h * w, pix, own, scores).reshape((h, w), order="F"))
+
+
+def summarise(rows: list[dict], min_score: float, n_predictions: int, n_kept: int, per_image: bool = False) -> dict:
+    """The returned dict of :func:`quality_from_predictions` from per-image rows ``{"image_id", "ctc",
+    "cvppp"}`` (in scoring order): the aggregates, the groups by image-id prefix and the settings."""
     groups: dict[str, dict] = {}
-    names = [_group_of(i) for i, _ in sources]
+    names = [_group_of(r["image_id"]) for r in rows]
     if names and all(names):
         for name in dict.fromkeys(names):
             sel = [r for r, g in zip(rows, names) if g == name]
             groups[name] = {**aggregate([r["ctc"] for r in sel], [r["cvppp"] for r in sel]), "images": len(sel)}
     out = {
-        **aggregate(ctc_items, cvppp_items),
-        "images": len(sources),
+        **aggregate([r["ctc"] for r in rows], [r["cvppp"] for r in rows]),
+        "images": len(rows),
         "groups": groups,
-        "settings": {"min_score": min_score, "predictions": len(records), "predictions_kept": int(keep.size),
+        "settings": {"min_score": float(min_score), "predictions": n_predictions, "predictions_kept": n_kept,
                      "paint": PAINT_RULE, "ctc_weights": dict(CTC_WEIGHTS),
                      "ctc_pooling": "SEG and DET pooled over all scored images (one sequence)",
                      "cvppp_averaging": "mean over images (std: ddof 0)"},

@@ -12,7 +12,9 @@ The protocol is REFERENCE.md section 2 (see :mod:`objguided.metrics.ap`). Conven
 - Extras (``extras=True``): ``coco_ap_seg`` (COCO mask AP@[.5:.95], all GT objects, cap lifted, see
   :mod:`objguided.metrics.cocoeval`) and ``dsb_score`` (2018 Data Science Bowl: per image the mean over
   the ten thresholds of TP/(TP+FP+FN), one-to-one matching at binary mask IoU > t, all GT objects, none
-  dropped; an image with no GT and no prediction scores 1; then the plain mean over images).
+  dropped; an image with no GT and no prediction scores 1; then the plain mean over images), and
+  ``quality``: the Cell Tracking Challenge and CVPPP measures of the predictions painted per image into one
+  label map (:mod:`objguided.metrics.quality`), computed from this same pass's decoding.
 
 Per image work is one pass: the RLE strings of the whole file are parsed at once into foreground runs,
 runs become pixel indices, one ``bincount`` over the GT labels under those pixels gives the
@@ -29,7 +31,7 @@ import numpy as np
 
 from objguided.data.canonical import read_label_map
 from objguided.errors import ConfigError, DataError
-from objguided.metrics import ap
+from objguided.metrics import ap, quality
 from objguided.metrics.coco import (
     _load_json_list,
     check_nonempty,
@@ -107,7 +109,7 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
     perm = np.argsort(img, kind="stable")  # grouped by image, file order within
     img_s = img[perm]
     bounds = np.searchsorted(img_s, np.arange(len(sources) + 1))
-    sizes_s, soft_s = sizes[perm], soft[perm]
+    sizes_s, soft_s, scores_s = sizes[perm], soft[perm], np.asarray(scores, np.float64)[perm]
 
     def one_chunk(k0: int, k1: int) -> list:
         """Images k0..k1-1: parse their records' RLE, then match each image."""
@@ -136,7 +138,9 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
                                          soft_area=soft_s[a:b])
         dsb = ap.dsb_counts(o, thresholds) if extras else None
         coco = gt_coco_dict([(image_id, labels)]) if extras else None
-        return seg, dec, kept, o.gt_ids.size, dsb, coco
+        # the CTC / CVPPP measures from this same decoding (objguided.metrics.quality)
+        qual = {"image_id": image_id, **quality.image_measures(labels, pix, own, scores_s[a:b])} if extras else None
+        return seg, dec, kept, o.gt_ids.size, dsb, coco, qual
 
     n_img = len(sources)
     results = [r for chunk in _map_chunks(one_chunk, n_img) for r in chunk]
@@ -170,11 +174,12 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
     seg_bits, dec_bits = np.zeros(len(rank), np.int64), np.zeros(len(rank), np.int64)
     seg_bits[rank] = (tp_seg * bits).sum(axis=0)
     dec_bits[rank] = (tp_dec * bits).sum(axis=0)
-    scores_s = np.asarray(scores, np.float64)[perm]
 
     extra = {"coco_ap_seg": None, "dsb_score": None}
     dsb_scores = [None] * n_img
+    qualities = None
     if extras:
+        qualities = quality.summarise([r[6] for r in results], 0.0, len(records), len(records))
         dsb_scores = [ap.dsb_image_score(r[4], int(n_pred[k]), int(gt_per_image[k])) for k, r in enumerate(results)]
         from objguided.metrics.cocoeval import coco_mask_ap
 
@@ -222,5 +227,6 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
                    "predictions": len(records), "tp_seg": tp_seg.sum(axis=1).astype(int).tolist(),
                    "tp_dec": tp_dec.sum(axis=1).astype(int).tolist()},
         "extra": extra,
+        **({"quality": qualities} if qualities is not None else {}),
         "per_image": per_image,
     }
