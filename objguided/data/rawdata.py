@@ -101,7 +101,7 @@ def archive_record(path: str | Path) -> dict:
     return {"path": str(path), "kind": "file", "size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def _open_pil(data: bytes, where: str) -> Image.Image:
+def open_pil(data: bytes, where: str) -> Image.Image:
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
@@ -110,7 +110,7 @@ def _open_pil(data: bytes, where: str) -> Image.Image:
         raise DataError(f"{where}: cannot be read as an image ({exc}); re-extract or re-download it") from exc
 
 
-def _read_tiff(data: bytes, where: str) -> np.ndarray:
+def read_tiff(data: bytes, where: str) -> np.ndarray:
     import tifffile
 
     try:
@@ -122,25 +122,26 @@ def _read_tiff(data: bytes, where: str) -> np.ndarray:
     return array
 
 
+def read_pixels(data: bytes, where: str) -> np.ndarray:
+    """An image file's pixels as stored (any type, any channel layout): TIFF through tifffile, other formats
+    through PIL with palettes, alpha and other colour modes resolved to RGB or gray."""
+    if PurePosixPath(where).suffix.lower() in TIFF_SUFFIXES:
+        return read_tiff(data, where)
+    im = open_pil(data, where)
+    if im.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "RGBX", "RGBa"):
+        im = im.convert("RGB")
+    elif im.mode in ("LA", "La"):
+        im = im.convert("L")
+    return np.asarray(im)
+
+
 def decode_image(data: bytes, where: str, gray_if_equal: bool = False) -> np.ndarray:
     """An image file's bytes -> uint8 HxW or HxWx3 (alpha dropped; palette expanded; 16-bit rescaled by
     the 0.1/99.9 percentiles per channel, as :func:`objguided.data.canonical.read_image` does).
 
     ``gray_if_equal``: an RGB image whose three channels are equal becomes HxW.
     """
-    if PurePosixPath(where).suffix.lower() in TIFF_SUFFIXES:
-        img = _read_tiff(data, where)
-    else:
-        im = _open_pil(data, where)
-        if im.mode == "P" or im.mode == "PA":
-            im = im.convert("RGB")
-        elif im.mode == "RGBA":
-            im = im.convert("RGB")
-        elif im.mode == "LA":
-            im = im.convert("L")
-        elif im.mode == "CMYK" or im.mode == "YCbCr":
-            im = im.convert("RGB")
-        img = np.asarray(im)
+    img = read_pixels(data, where)
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     if img.ndim == 3 and img.shape[2] == 1:
@@ -175,7 +176,7 @@ def _gray_colour(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
 
 
-def _multi_piece(labels: np.ndarray) -> int:
+def multi_piece(labels: np.ndarray) -> int:
     from skimage.measure import label as connected
 
     pieces = connected(labels, background=0, connectivity=2)
@@ -192,11 +193,11 @@ def decode_labels(data: bytes, where: str) -> tuple[np.ndarray, LabelInfo]:
     - gray / 16-bit / TIFF: the pixel values are the instance ids.
     """
     if PurePosixPath(where).suffix.lower() in TIFF_SUFFIXES:
-        raw = _read_tiff(data, where)
+        raw = read_tiff(data, where)
         mode = "ids"
         palette = None
     else:
-        im = _open_pil(data, where)
+        im = open_pil(data, where)
         if im.mode == "P":
             raw, mode = np.asarray(im), "palette"
             pal = im.getpalette() or []
@@ -253,7 +254,7 @@ def decode_labels(data: bytes, where: str) -> tuple[np.ndarray, LabelInfo]:
     if min(labels.shape) == 0:
         raise DataError(f"{where}: empty label image (shape {labels.shape})")
     objects = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
-    return labels, LabelInfo(objects, mode, dropped, _multi_piece(labels) if objects else 0)
+    return labels, LabelInfo(objects, mode, dropped, multi_piece(labels) if objects else 0)
 
 
 def check_pair(image: np.ndarray, labels: np.ndarray, image_where: str, label_where: str, thing: str) -> None:

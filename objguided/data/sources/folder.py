@@ -42,8 +42,8 @@ never rescale them again): uint8 pixels are kept as they are; any other type (ui
 mapped **per channel** linearly from that channel's 0.1 and 99.9 percentiles to 0..255 and clipped
 (:func:`objguided.data.canonical.to_uint8`: the rule every source and
 :func:`~objguided.data.canonical.read_image` apply, each channel on its own because the channels of a
-fluorescence image have unrelated ranges); a constant channel becomes 0, a bool image 0/255, and a float image with NaN or
-infinite pixels is refused.
+fluorescence image have unrelated ranges); a constant channel becomes 0, a bool image 0/255, and a float
+image with NaN or infinite pixels is refused.
 
 Every image needs its mask of the same size with at least one object; an image without a mask, a mask
 without an image, a mask of another size, an unreadable file, an empty folder, ... stop the conversion with
@@ -67,11 +67,10 @@ from objguided.data.rawdata import (
     LabelInfo,
     LabelStats,
     StagedOutput,
-    _multi_piece,
-    _open_pil,
-    _read_tiff,
     check_pair,
     decode_labels,
+    multi_piece,
+    read_pixels,
     require_path,
 )
 from objguided.data.sources import Source, register_source
@@ -160,22 +159,17 @@ def _tiff_stack_axes(data: bytes) -> str:
         return ""
 
 
-def read_pixels(data: bytes, where: str) -> np.ndarray:
-    """An image file's pixels as stored (any type, any channel order), alpha and palettes resolved."""
+def read_frame(data: bytes, where: str) -> np.ndarray:
+    """An image file's pixels as stored (:func:`objguided.data.rawdata.read_pixels`); a TIFF z-stack or time
+    series is refused, naming its axes."""
+    array = read_pixels(data, where)
     if PurePosixPath(where).suffix.lower() in TIFF_SUFFIXES:
-        array = _read_tiff(data, where)
         stack = _tiff_stack_axes(data)
         if stack:
             kind = "z-stack" if "Z" in stack else "time series"
             raise DataError(f"{where}: a {kind} (TIFF axes {stack} of shape {array.shape}); expected one 2-D frame "
                             "per file, gray or with a few channels: save each frame as its own image")
-        return array
-    im = _open_pil(data, where)
-    if im.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "RGBX", "RGBa"):
-        im = im.convert("RGB")
-    elif im.mode in ("LA", "La"):
-        im = im.convert("L")
-    return np.asarray(im)
+    return array
 
 
 def arrange_channels(array: np.ndarray, where: str, channels: list) -> tuple[np.ndarray, int]:
@@ -224,7 +218,7 @@ def normalise(array: np.ndarray, where: str) -> np.ndarray:
 
 def canonical_image(data: bytes, where: str, channels: list) -> tuple[np.ndarray, dict]:
     """An image file's bytes -> the canonical uint8 HxW or HxWx3, and what was done (for the manifest)."""
-    raw = read_pixels(data, where)
+    raw = read_frame(data, where)
     kept, n_in = arrange_channels(raw, where, channels)
     image = normalise(kept, where)
     padded = image.ndim == 3 and image.shape[2] == 2
@@ -514,7 +508,7 @@ def _coco_sample(ann_path: Path, entry: dict, path: Path, anns: list, options: F
                         "expected the same size")
     labels = _paint_coco(ann_path, entry, anns, (h, w), counts)
     check_pair(image, labels, str(path), f"{ann_path} ('{entry['file_name']}')", "object")
-    return image, record, labels, LabelInfo(int(labels.max()), "coco", 0, _multi_piece(labels))
+    return image, record, labels, LabelInfo(int(labels.max()), "coco", 0, multi_piece(labels))
 
 
 def _pair_sample(image_path: Path, label_path: Path, options: FolderOptions
