@@ -61,11 +61,26 @@ def read_image(path: str | Path) -> np.ndarray:
         img = img[..., 0]
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise DataError(f"{path}: image of shape {img.shape}; expected HxW (gray) or HxWx3 (RGB)")
-    if img.dtype != np.uint8:
-        if not np.issubdtype(img.dtype, np.number):
-            raise DataError(f"{path}: pixel type {img.dtype} is not numeric")
-        img = to_uint8(img)
-    return img
+    return pixels_to_uint8(img, str(path))
+
+
+def pixels_to_uint8(array: np.ndarray, where: str) -> np.ndarray:
+    """Pixels of any real type -> uint8, the same for every source and method: uint8 kept, bool 0/255, any
+    other type by :func:`to_uint8`; a non-real type or a float image with NaN or infinite pixels is a
+    DataError naming ``where``.
+
+    >>> pixels_to_uint8(np.array([[True, False]]), "x").tolist()
+    [[255, 0]]
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{where}: pixel type {array.dtype} is not a real number type")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise DataError(f"{where}: float image holds NaN or infinite pixels; expected finite intensities")
+    return to_uint8(array)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

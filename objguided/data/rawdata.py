@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, TIFF_SUFFIXES, to_uint8, write_sample
+from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, TIFF_SUFFIXES, pixels_to_uint8, write_sample
 from objguided.errors import DataError
 
 
@@ -148,12 +148,7 @@ def decode_image(data: bytes, where: str, gray_if_equal: bool = False) -> np.nda
         img = img[..., 0]
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or min(img.shape[:2]) == 0:
         raise DataError(f"{where}: image of shape {img.shape}; expected one 2-D frame, gray (HxW) or RGB (HxWx3)")
-    if img.dtype == bool:
-        img = img.astype(np.uint8) * 255
-    if img.dtype != np.uint8:
-        if not np.issubdtype(img.dtype, np.number):
-            raise DataError(f"{where}: pixel type {img.dtype} is not numeric")
-        img = to_uint8(img)
+    img = pixels_to_uint8(img, where)
     if gray_if_equal and img.ndim == 3 and np.array_equal(img[..., 0], img[..., 1]) \
             and np.array_equal(img[..., 1], img[..., 2]):
         img = np.ascontiguousarray(img[..., 0])

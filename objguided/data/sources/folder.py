@@ -62,7 +62,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from objguided.data.canonical import TIFF_SUFFIXES, to_uint8
+from objguided.data.canonical import TIFF_SUFFIXES, pixels_to_uint8
 from objguided.data.rawdata import (
     LabelInfo,
     LabelStats,
@@ -203,24 +203,11 @@ def arrange_channels(array: np.ndarray, where: str, channels: list) -> tuple[np.
     return (stack[..., 0] if stack.shape[2] == 1 else stack), n
 
 
-def normalise(array: np.ndarray, where: str) -> np.ndarray:
-    """HxW or HxWxK pixels -> uint8 by :data:`NORMALISATION` (per channel), the same for every method."""
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise DataError(f"{where}: pixel type {array.dtype} is not a real number type")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise DataError(f"{where}: float image holds NaN or infinite pixels; expected finite intensities")
-    return to_uint8(array)
-
-
 def canonical_image(data: bytes, where: str, channels: list) -> tuple[np.ndarray, dict]:
     """An image file's bytes -> the canonical uint8 HxW or HxWx3, and what was done (for the manifest)."""
     raw = read_frame(data, where)
     kept, n_in = arrange_channels(raw, where, channels)
-    image = normalise(kept, where)
+    image = pixels_to_uint8(kept, where)  # NORMALISATION, per channel
     padded = image.ndim == 3 and image.shape[2] == 2
     if padded:
         image = np.concatenate([image, np.zeros(image.shape[:2] + (1,), np.uint8)], axis=-1)
