@@ -54,14 +54,23 @@ def read_image(path: str | Path) -> np.ndarray:
     16-bit images are rescaled to uint8 by their own 0.1 and 99.9 percentiles, per channel (:func:`to_uint8`).
     """
     path = Path(path)
-    img = _read_array(path)
+    return pixels_to_uint8(gray_or_rgb(_read_array(path), str(path)), str(path))
+
+
+def gray_or_rgb(img: np.ndarray, where: str) -> np.ndarray:
+    """HxW or HxWx3 pixels from a decoded image: alpha dropped, a single channel squeezed; any other shape
+    (or an empty image) is a DataError naming ``where``.
+
+    >>> gray_or_rgb(np.zeros((2, 3, 4)), "x").shape, gray_or_rgb(np.zeros((2, 3, 1)), "x").shape
+    ((2, 3, 3), (2, 3))
+    """
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-        raise DataError(f"{path}: image of shape {img.shape}; expected HxW (gray) or HxWx3 (RGB)")
-    return pixels_to_uint8(img, str(path))
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or min(img.shape[:2]) == 0:
+        raise DataError(f"{where}: image of shape {img.shape}; expected one 2-D frame, gray (HxW) or RGB (HxWx3)")
+    return img
 
 
 def pixels_to_uint8(array: np.ndarray, where: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, TIFF_SUFFIXES, pixels_to_uint8, write_sample
+from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, TIFF_SUFFIXES, gray_or_rgb, pixels_to_uint8, write_sample
 from objguided.errors import DataError
 
 
@@ -141,14 +141,7 @@ def decode_image(data: bytes, where: str, gray_if_equal: bool = False) -> np.nda
 
     ``gray_if_equal``: an RGB image whose three channels are equal becomes HxW.
     """
-    img = read_pixels(data, where)
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or min(img.shape[:2]) == 0:
-        raise DataError(f"{where}: image of shape {img.shape}; expected one 2-D frame, gray (HxW) or RGB (HxWx3)")
-    img = pixels_to_uint8(img, where)
+    img = pixels_to_uint8(gray_or_rgb(read_pixels(data, where), where), where)
     if gray_if_equal and img.ndim == 3 and np.array_equal(img[..., 0], img[..., 1]) \
             and np.array_equal(img[..., 1], img[..., 2]):
         img = np.ascontiguousarray(img[..., 0])
