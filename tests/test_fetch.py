@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
+import io
+import json
 import os
+import shutil
+import subprocess
+import sys
 import threading
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from objguided.data.fetch import download, local_path, lock_path, read_lock
+import objguided.data.fetch as fetch_module
+from objguided.data.fetch import download, local_path, lock_path, read_lock, source_default_hashes
 from objguided.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[1]
+MINI = REPO / "tests" / "data" / "dsb2018_mini.zip"
 
 PAYLOAD = os.urandom(300_000)
 OTHER = os.urandom(300_000)
@@ -61,13 +73,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(body)
+        step = 16 * 1024 if server.delay else len(body) or 1
+        for at in range(0, len(body), step):  # a slow server: one 16 KiB piece per `delay` seconds
+            self.wfile.write(body[at: at + step])
+            self.wfile.flush()
+            time.sleep(server.delay)
 
 
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.payload, httpd.requests, httpd.ranges, httpd.fail_next, httpd.cut_next = PAYLOAD, [], True, 0, 0
+    httpd.delay = 0.0
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/data/payload.bin"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -274,11 +291,303 @@ def test_a_corrupt_lock_file_is_reported(src, tmp_path):
 
 
 def test_connection_refused_is_retried_then_reported(tmp_path):
+    """The message says what is true: the URL, the error, and no partial file where there is none."""
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(DataError, match=r"download failed after 2 attempts .*next `objguided fetch` resumes"):
-        fetch(f"http://127.0.0.1:{port}/payload.bin", tmp_path, retries=1, timeout=5)
-    assert not (tmp_path / "payload.bin").exists()
+    url = f"http://127.0.0.1:{port}/payload.bin"
+    with pytest.raises(DataError) as err:
+        fetch(url, tmp_path, retries=1, timeout=5)
+    message = str(err.value)
+    assert message.startswith(f"{url}: download failed after 2 attempts (URLError: ")
+    assert "Connection refused" in message and "nothing was downloaded" in message
+    assert ".part" not in message and "resumes" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_download_names_the_partial_file_it_kept_with_its_size(server, tmp_path):
+    server.cut_next = 1  # a third of the file arrives, then the connection drops; no retry
+    with pytest.raises(DataError) as err:
+        fetch(server.url, tmp_path, retries=0)
+    part = tmp_path / "payload.bin.part"
+    assert part.stat().st_size == len(PAYLOAD) // 3
+    assert f"the partial file {part} ({len(PAYLOAD) // 3:,} bytes) is kept" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- binding sha256
+
+
+def test_a_configured_sha256_is_binding_even_when_the_size_matches(server, tmp_path):
+    with pytest.raises(DataError) as err:
+        fetch(server.url, tmp_path, sha256=[sha(OTHER)], size=len(PAYLOAD))  # lock=True, as by default
+    message = str(err.value)
+    assert message.startswith(f"sha256 mismatch: {tmp_path / 'payload.bin'}: the download from {server.url}")
+    assert f"expected {sha(OTHER)}, got {sha(PAYLOAD)}" in message and "binding" in message
+    assert list(tmp_path.iterdir()) == []  # no file, no lock
+
+
+def test_a_file_already_here_is_held_to_a_configured_sha256(src, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "payload.bin").write_bytes(PAYLOAD)  # placed by hand, never locked
+    with pytest.raises(DataError, match=r"the file already here does not match: expected "
+                                        f"{sha(OTHER)}, got {sha(PAYLOAD)}"):
+        fetch(f"file://{src}", raw, sha256=[sha(OTHER)])
+    assert not lock_path(raw / "payload.bin").exists()
+
+
+def test_a_configured_sha256_is_not_overruled_by_an_old_lock(server, tmp_path):
+    fetch(server.url, tmp_path)  # trust on first use: lock = sha(PAYLOAD)
+    with pytest.raises(DataError, match=f"expected {sha(OTHER)}, got {sha(PAYLOAD)}"):
+        fetch(server.url, tmp_path, sha256=[sha(OTHER)])
+
+
+def test_a_sources_default_hash_still_allows_trust_on_first_use(server, tmp_path):
+    """A source's default list (a mirror's hash, not set by the user) vouches, but does not exclude."""
+    with source_default_hashes([sha(OTHER)]):
+        record = fetch(server.url, tmp_path, sha256=[sha(OTHER)], size=len(PAYLOAD))
+        assert record["verified_by"] == "first download: lock recorded"
+        with pytest.raises(DataError, match="1,000"):  # ... and then the size must be right
+            fetch(server.url, tmp_path / "b", sha256=[sha(OTHER)], size=1000)
+    assert read_lock(tmp_path / "payload.bin") == sha(PAYLOAD)
+
+
+def dsb_spec(url, **options):
+    return {"source": "dsb2018", "options": {"url": url, "size": 0, "workers": 1, **options}}
+
+
+def test_dsb2018_default_mirror_hash_is_trust_on_first_use_but_a_configured_one_binds(tmp_path):
+    from objguided.data.convert import fetch as fetch_dataset
+    from objguided.data.sources.dsb2018 import MIRROR_SHA256
+
+    record = fetch_dataset(dsb_spec(f"file://{MINI}"), tmp_path / "a")  # the card's default list
+    assert record["files"][0]["verified_by"] == "first download: lock recorded"
+    with pytest.raises(DataError, match=f"expected {MIRROR_SHA256}, got {sha(MINI.read_bytes())}"):
+        fetch_dataset(dsb_spec(f"file://{MINI}", sha256=[MIRROR_SHA256]), tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- already here
+
+
+def zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k in range(20):
+            zf.writestr(f"member{k}.bin", os.urandom(20_000))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def zip_src(tmp_path) -> Path:
+    path = tmp_path / "mirror" / "archive.zip"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(zip_bytes())
+    return path
+
+
+def test_a_truncated_zip_already_here_is_refused_and_never_locked(zip_src, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dest = raw / "archive.zip"
+    dest.write_bytes(zip_src.read_bytes()[:150_000])  # an interrupted download, renamed by hand
+    with pytest.raises(DataError, match=r"the file already here is damaged or incomplete"):
+        fetch(f"file://{zip_src}", raw)
+    assert not lock_path(dest).exists()
+
+
+def test_a_truncated_dsb2018_archive_already_here_is_refused_with_size_check_off(tmp_path):
+    from objguided.data.convert import fetch as fetch_dataset
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / MINI.name).write_bytes(MINI.read_bytes()[:5000])
+    with pytest.raises(DataError, match="damaged or incomplete"):
+        fetch_dataset(dsb_spec(f"file://{MINI}"), raw)  # size: 0, no listed hash matches
+    assert sorted(p.name for p in raw.iterdir()) == [MINI.name]  # no lock, no fetched.json
+
+
+def test_a_damaged_zip_locked_by_an_earlier_fetch_names_the_one_step_that_fixes_it(zip_src, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dest = raw / "archive.zip"
+    dest.write_bytes(zip_src.read_bytes()[:150_000])
+    lock_path(dest).write_text(f"{sha(dest.read_bytes())}  archive.zip\n")  # what the old code recorded
+    with pytest.raises(DataError) as err:
+        fetch(f"file://{zip_src}", raw)
+    message = str(err.value)
+    step = f"rm {dest} {lock_path(dest)}"
+    assert message.endswith(f"Fix: {step}, then fetch again")
+    assert f"its lock {lock_path(dest)} records these same damaged bytes" in message
+    subprocess.run(step.split(), check=True)  # the step, exactly as printed, and nothing else
+    record = fetch(f"file://{zip_src}", raw)
+    assert record["downloaded"] and dest.read_bytes() == zip_src.read_bytes()
+
+
+def test_a_damaged_zip_without_a_lock_needs_only_its_own_removal(zip_src, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dest = raw / "archive.zip"
+    dest.write_bytes(zip_src.read_bytes()[:150_000])
+    with pytest.raises(DataError, match=f"Fix: rm {dest}, then fetch again$"):
+        fetch(f"file://{zip_src}", raw)
+    dest.unlink()
+    assert fetch(f"file://{zip_src}", raw)["verified_by"] == "first download: lock recorded"
+
+
+def test_a_zip_download_is_checked_by_default(zip_src, tmp_path):
+    bad = tmp_path / "mirror" / "cut.zip"
+    bad.write_bytes(zip_src.read_bytes()[:150_000])
+    with pytest.raises(DataError, match=r"rejected and discarded \(cut.zip not written\).*not a readable zip"):
+        fetch(f"file://{bad}", tmp_path / "raw")
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- one at a time
+
+
+FETCH_IN_A_PROCESS = """
+import json, sys
+from objguided.data.fetch import download
+record = download(sys.argv[1], sys.argv[2], sha256=[sys.argv[3]], backoff=0, retries=0, progress=False)
+print(json.dumps(record))
+"""
+
+
+def test_two_fetches_of_one_file_at_once_take_turns(server, tmp_path):
+    server.delay = 0.2  # about 4 s for the payload: the second process starts well before the end
+    part = tmp_path / "payload.bin.part"
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", FETCH_IN_A_PROCESS, server.url, str(tmp_path), sha(PAYLOAD)],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    deadline = time.monotonic() + 30
+    while not part.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not part.exists():
+        first.kill()
+        pytest.fail(f"the first fetch never started writing: {first.communicate()}")
+    second = start()  # the first is mid-download: its .part is there
+    outputs = [p.communicate(timeout=120) for p in (first, second)]
+    for proc, (out, err) in zip((first, second), outputs):
+        assert proc.returncode == 0, err
+    records = [json.loads(out) for out, _ in outputs]
+    assert [r["downloaded"] for r in records] == [True, False]  # the second found the file done
+    assert "waiting for it to finish" in outputs[1][1]
+    assert sha((tmp_path / "payload.bin").read_bytes()) == sha(PAYLOAD)
+    assert server.requests == [{"path": "/data/payload.bin", "range": None}]  # one download, nothing appended
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.bin"]  # no .part, no lock file left
+
+
+def test_a_fetch_lock_left_by_a_killed_fetch_does_not_block(src, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / ".payload.bin.fetch-lock").write_text("999999\n")  # its holder is gone: flock was released
+    assert fetch(f"file://{src}", raw)["downloaded"]
+    assert sorted(p.name for p in raw.iterdir()) == ["payload.bin", "payload.bin.sha256.lock"]
+
+
+# ---------------------------------------------------------------------------------------------- disk full, read-only
+
+
+class _Usage:
+    def __init__(self, free):
+        self.total, self.used, self.free = 10**12, 10**12 - free, free
+
+
+def test_not_enough_free_space_stops_before_downloading(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: _Usage(1000))
+    with pytest.raises(DataError) as err:
+        fetch(server.url, tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'payload.bin'}: not enough disk space to download {server.url}: it needs "
+        f"{len(PAYLOAD):,} more bytes ({len(PAYLOAD):,} in all) and 1,000 are free on {tmp_path}. Fix: free "
+        "space there (or fetch into another folder with --raw), then fetch again; nothing was downloaded")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _failing_writes(monkeypatch, inside: Path, err: int, after: int = 0):
+    """Files opened for writing under ``inside`` (by the fetch module) fail with ``err`` after ``after`` bytes."""
+    real_open = open
+
+    class Full(io.FileIO):
+        written = 0
+
+        def write(self, data):  # as a full disk does: what fits is written, then the write fails
+            room = max(0, after - Full.written)
+            Full.written += super().write(bytes(data[:room])) if room else 0
+            if len(data) > room:
+                raise OSError(err, os.strerror(err))
+            return len(data)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wa+") and Path(path).resolve().is_relative_to(inside.resolve()):
+            if after == 0:
+                raise OSError(err, os.strerror(err), str(path))
+            return Full(str(path), mode.replace("b", "").replace("+", "") or "w")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fetch_module, "open", fake_open, raising=False)
+
+
+def test_disk_full_during_the_download_is_one_clear_error(src, tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _failing_writes(monkeypatch, raw, errno.ENOSPC, after=100_000)
+    with pytest.raises(DataError) as err:
+        fetch(f"file://{src}", raw)
+    part = raw / "payload.bin.part"
+    assert str(err.value).startswith(f"{raw / 'payload.bin'}: not enough disk space to download file://{src}: "
+                                     f"it needs {len(PAYLOAD) - 100_000:,} more bytes ({len(PAYLOAD):,} in all)")
+    assert f"the partial file {part} (100,000 bytes) is kept" in str(err.value)
+    monkeypatch.undo()  # space freed: the next fetch resumes and verifies
+    assert fetch(f"file://{src}", raw, sha256=[sha(PAYLOAD)])["downloaded"]
+
+
+def _read_only(monkeypatch, folder: Path, err: int = errno.EROFS):
+    """Writes under ``folder`` fail with ``err`` (root ignores chmod, so the refusal is simulated)."""
+    _failing_writes(monkeypatch, folder, err)
+    real_os_open = os.open
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and Path(path).resolve().is_relative_to(folder.resolve()):
+            raise OSError(err, os.strerror(err), str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.EACCES])
+def test_a_read_only_raw_folder_is_one_clear_error(src, tmp_path, monkeypatch, err):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _read_only(monkeypatch, raw, err)
+    with pytest.raises(DataError) as caught:
+        fetch(f"file://{src}", raw)
+    assert str(caught.value) == (
+        f"{raw / 'payload.bin.part'}: cannot write the download of file://{src} there ({os.strerror(err)}): "
+        f"the raw folder {raw} must be writable; make it writable, or fetch into another folder (--raw)")
+
+
+def test_a_verified_file_in_a_read_only_raw_folder_is_still_accepted(src, tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    fetch(f"file://{src}", raw)
+    _read_only(monkeypatch, raw)
+    record = fetch(f"file://{src}", raw)
+    assert record["verified_by"] == "lock file" and not record["downloaded"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod; the simulated test above covers it")
+def test_a_chmod_read_only_raw_folder_is_one_clear_error(src, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    raw.chmod(0o555)
+    try:
+        with pytest.raises(DataError, match=r"Permission denied\): the raw folder .* must be writable"):
+            fetch(f"file://{src}", raw)
+    finally:
+        raw.chmod(0o755)

@@ -278,7 +278,9 @@ class StagedOutput:
 
     def __enter__(self) -> "StagedOutput":
         self.out.mkdir(parents=True, exist_ok=True)
-        for old in self.out.glob(".staging-*"):  # left by a killed conversion
+        # left by a killed conversion; none is another's in use: objguided.data.convert.convert holds the
+        # output folder's lock (and removes these, and dsb2018's .convert-*, before any source runs)
+        for old in self.out.glob(".staging-*"):
             shutil.rmtree(old, ignore_errors=True)
         self.stage.mkdir()
         return self
