@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from objguided.engine.guard import guard_process
 from objguided.errors import ConfigError, ObjguidedError
 
 log = logging.getLogger("objguided")
@@ -82,10 +83,11 @@ def cmd_predict(args) -> None:
 
 
 def cmd_score(args) -> None:
-    from objguided.engine.atomic import write_json
+    from objguided.engine.atomic import check_writable, write_json
     from objguided.engine.provenance import provenance
     from objguided.metrics.score import score_predictions
 
+    check_writable(args.out)  # before the scoring pass, not after it
     metrics = score_predictions(args.gt, args.pred, split_path=args.split, subset=args.subset,
                                 box_convention=args.box_convention, mask_iou=args.mask_iou,
                                 extras=not args.no_extras)
@@ -109,10 +111,28 @@ def cmd_time(args) -> None:
     log.info("%.2f FPS on %s over %d images -> %s", result["fps"], result["device"], result["n_images"], args.out)
 
 
+def _report_spec(text: str) -> dict:
+    """``--runs``: a .json file or the JSON itself; an unreadable file or bad JSON is one clear error."""
+    if not text.endswith(".json"):
+        return _json_arg(text)
+    path = Path(text)
+    try:
+        spec = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--runs {path}: cannot read the report spec ({exc.strerror or exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--runs {path}: the report spec is not valid JSON ({exc})") from exc
+    if not isinstance(spec, dict):
+        raise ConfigError(f"--runs {path}: the report spec must be a JSON object, got {type(spec).__name__}")
+    return spec
+
+
 def cmd_report(args) -> None:
+    from objguided.engine.atomic import check_writable
     from objguided.report.build import build_report
 
-    spec = json.loads(Path(args.runs).read_text()) if args.runs.endswith(".json") else _json_arg(args.runs)
+    spec = _report_spec(args.runs)
+    check_writable(args.out / "report.html")  # before reading every run
     written = build_report(spec, args.out)
     log.info("report written: %s", ", ".join(str(p) for p in written))
 
@@ -218,9 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
+        guard_process()
         args.func(args)
     except ObjguidedError as exc:
         print(f"objguided {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write outside objguided.engine.atomic: a full or read-only disk is still one line
+        from objguided.engine.atomic import WRITE_ERRNOS, output_error
+
+        err = output_error(exc.filename or "output", exc, errnos=WRITE_ERRNOS)
+        if err is None:
+            raise
+        print(f"objguided {args.verb}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,7 +14,7 @@ from objguided.errors import DataError
 from objguided.report import build_table1, load_run, plot_fig5, read_paper_table1, read_table1, write_table1
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_TABLE1 = REPO / "results" / "paper" / "table1.csv"
+PAPER_TABLE1 = REPO / "paper" / "table1.csv"
 NOTE = "Demo on synthetic data: not comparable with the paper"
 THRESHOLDS = [float(t) for t in np.linspace(0.5, 0.95, 10)]
 

@@ -21,7 +21,7 @@ from objguided.report.html import provenance_rows, read_provenance
 from objguided.report.table2 import build_table2, read_paper_table2, strategy_of, table2_markdown, write_table2
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_TABLE2 = REPO / "results" / "paper" / "table2.csv"
+PAPER_TABLE2 = REPO / "paper" / "table2.csv"
 
 _spec = importlib.util.spec_from_file_location("_boot", Path(__file__).with_name("test_report_bootstrap.py"))
 boot = importlib.util.module_from_spec(_spec)
@@ -224,7 +224,7 @@ def _spec(tiny, **extra):
     return {"runs": tiny["runs"],
             "datasets": {"toy": {"dir": str(tiny["data"]), "split": str(tiny["data"] / "split.json"),
                                  "subset": "test"}},
-            "paper_table1": str(REPO / "results" / "paper" / "table1.csv"), "paper_table2": str(PAPER_TABLE2),
+            "paper_table1": str(REPO / "paper" / "table1.csv"), "paper_table2": str(PAPER_TABLE2),
             "note": "Toy runs <not comparable>", "bootstrap": {"resamples": 200}} | extra
 
 

@@ -25,7 +25,7 @@ from objguided.report.table34 import (
     write_tables34,
 )
 
-PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
+PAPER_DIR = Path(__file__).resolve().parents[1] / "paper"
 AP = {"thresholds": [0.5], "ap_seg": [0.5], "ap_dec": [0.5], "ap_seg_mean": 0.5, "ap_dec_mean": 0.5,
       "ap_seg_50": 0.5, "ap_seg_75": 0.5}
 

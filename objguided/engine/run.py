@@ -31,6 +31,8 @@ MODEL_FORMAT = "objguided-model/1"
 def train_run(method_name: str, variant: str, params: dict, data_root: str | Path, split_path: str | Path,
               seed: int, out_path: str | Path, device: str = "auto") -> dict:
     """Train one (method, variant, seed) and write its model file; returns the model record."""
+    from objguided.engine.trainer import read_progress  # torch: not at import, score jobs never need it
+
     method = methods.get(method_name)
     cfg = method.make_config(params)
     train_set = CanonicalDataset(data_root, "train", split_path)
@@ -42,13 +44,33 @@ def train_run(method_name: str, variant: str, params: dict, data_root: str | Pat
         seed_everything(seed)
         started = time.perf_counter()
         state = method.train(train_set, val_set, cfg, out_path.parent, dev)
-        seconds = time.perf_counter() - started
+        timing = training_time(time.perf_counter() - started, read_progress(out_path.parent))
         record = {"format": MODEL_FORMAT, "method": method_name, "variant": variant, "params": params,
-                  "config": dataclasses.asdict(cfg), "state": state, "train_seconds": seconds,
+                  "config": dataclasses.asdict(cfg), "state": state, **timing,
                   "provenance": provenance(spec, seed, dev, split_path)}
     save_model(out_path, record)
-    log.info("trained %s/%s seed %d in %.1f s", method_name, variant, seed, seconds)
+    log.info("trained %s/%s seed %d: %.1f s of training in all (%.1f s in this job)", method_name, variant, seed,
+             timing["train_seconds"], timing["train_seconds_this_job"])
     return record
+
+
+def training_time(job_seconds: float, progress: dict | None) -> dict:
+    """The model record's time fields. ``train_seconds`` is the run's whole training time: with a shared-trainer
+    ``progress`` record, the training loop's seconds over every job of the run (a resumed or already finished
+    run keeps the earlier jobs' time) plus what this job spent outside the loop (data loading, tuning on val).
+
+    >>> training_time(3.0, {"seconds": 800.0, "seconds_this_job": 0.0, "steps": 200, "epochs": 4,
+    ...                     "resumed_from_step": 200})["train_seconds"]
+    803.0
+    >>> training_time(3.0, None)["train_seconds"]
+    3.0
+    """
+    if progress is None:
+        return {"train_seconds": job_seconds, "train_seconds_this_job": job_seconds}
+    outside_loop = max(job_seconds - progress["seconds_this_job"], 0.0)
+    return {"train_seconds": progress["seconds"] + outside_loop, "train_seconds_this_job": job_seconds,
+            "train_steps": progress["steps"], "train_epochs": progress["epochs"],
+            "resumed_from_step": progress["resumed_from_step"]}
 
 
 def save_model(path: str | Path, record: dict) -> None:
@@ -86,11 +108,18 @@ def predict_run(model_path: str | Path, data_root: str | Path, split_path: str |
     With ``speed_out``, the same pass is timed as :func:`time_run` times it (batch 1, whole inference per
     image, first image dropped) and the FPS record is written there: the DAG's speed column then comes from
     every test image, at no extra model load.
+
+    The output folders are probed first (:func:`~objguided.engine.atomic.check_writable`): a full or read-only
+    disk stops the run before the inference pass, with one line naming the path, not after it.
     """
+    from objguided.engine.atomic import check_writable
     from objguided.metrics.coco import encode_instances, write_predictions
 
     record = load_model(model_path)
     dataset = CanonicalDataset(data_root, subset, split_path)
+    for path in (out_path, speed_out):
+        if path is not None:
+            check_writable(path)
     images = (dataset.image(i) for i in dataset.ids)  # read outside the timed span (see _timed)
     records: list[dict] = []
     seconds: list[float] = []
@@ -157,6 +186,9 @@ def time_run(model_path: str | Path, data_root: str | Path, split_path: str | Pa
         raise DataError(f"{data_root}: no images in '{subset}' to time")
     if len(ids) == 1:
         ids = ids * 2  # the first timing is dropped, so a one-image subset is timed twice
+    from objguided.engine.atomic import check_writable
+
+    check_writable(out_path)  # before the timed pass, not after it
     images = [dataset.image(i) for i in ids]
     with claim_device(device) as dev:
         seconds = [took for _, took in _timed_predictions(record, images, dev)]

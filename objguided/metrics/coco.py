@@ -5,7 +5,8 @@ A predictions file is a JSON list of COCO results records::
     {"image_id": "<file stem>", "category_id": 1, "bbox": [x, y, w, h],
      "segmentation": {"size": [h, w], "counts": "<compressed RLE>"}, "score": 0.97, "soft_area": 123.4}
 
-``image_id`` is the image's file stem (a string, as everywhere in the harness); ``bbox`` is written for
+``image_id`` is the image's file stem (a string, as everywhere in the harness); ``category_id`` must be
+:data:`CATEGORY_ID` (see :func:`check_records`: the one category rule of both evaluators); ``bbox`` is written for
 COCO tools but ignored by the evaluator (boxes are recomputed from the masks); ``soft_area`` (optional)
 is the sum of the prediction's soft mask over its support, for the ``soft_area`` IoU option.
 
@@ -28,7 +29,7 @@ from objguided.data.canonical import IMAGE_DIR, CanonicalDataset, read_label_map
 from objguided.engine.atomic import write_json
 from objguided.errors import DataError
 
-CATEGORY_ID = 1
+CATEGORY_ID = 1  # the ground truth's single category: every dataset of the harness is single-class
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
 
@@ -268,7 +269,16 @@ def _load_json_list(path) -> list:
 
 
 def check_records(records: list, where: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Check every record's fields; returns (image ids, counts, sizes (N,2), scores, soft areas (NaN: none))."""
+    """Check every record's fields; returns (image ids, counts, sizes (N,2), scores, soft areas (NaN: none)).
+
+    The category rule: a record's ``category_id`` must be the integer :data:`CATEGORY_ID`, the single category
+    of the ground truth; any other value is a :class:`DataError` naming the file, the record and the expected
+    id. The paper's APseg / APdec are class-agnostic and would count such a prediction, while COCO AP
+    evaluates per category and would silently ignore it, so the two columns of one metrics.json would score
+    different predictions. Dropping such records in both would hide the real cause: every dataset here is
+    single-class, so another id means the file was written for another convention (0-based ids, a
+    multi-class model, a converter bug), and rejecting it is the only rule that never scores a wrong file.
+    """
     fast = _check_records_fast(records)
     if fast is not None:
         return fast
@@ -278,7 +288,8 @@ def check_records(records: list, where: str) -> tuple[list[str], list[str], np.n
 def _check_records_fast(records: list):
     """The common all-valid case in bulk; None when anything is off (the slow path then names it)."""
     try:
-        if not all(type(r) is dict and "category_id" in r for r in records):
+        if not all(type(r) is dict and type(r.get("category_id")) is int and r["category_id"] == CATEGORY_ID
+                   for r in records):
             return None
         ids = [r["image_id"] for r in records]
         segs = [r["segmentation"] for r in records]
@@ -321,6 +332,11 @@ def _check_records_slow(records: list, where: str):
                             "(need image_id, category_id, segmentation, score)") from None
         if "category_id" not in r:
             raise DataError(f"{where}: record {i}: missing key 'category_id'")
+        cat = r["category_id"]
+        if type(cat) is not int or cat != CATEGORY_ID:
+            raise DataError(f"{where}: record {i} (image '{image_id}'): category_id {cat!r} is not the ground "
+                            f"truth's single category (expected {CATEGORY_ID}); the datasets are single-class: "
+                            f"write category_id {CATEGORY_ID} for every prediction")
         if not isinstance(image_id, str):
             raise DataError(f"{where}: record {i}: image_id {image_id!r} must be a string (the image's file stem)")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):

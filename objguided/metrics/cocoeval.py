@@ -7,6 +7,10 @@ per-image count of predictions and GT objects, and a result of -1 (COCO's "undef
 
 Uses faster-coco-eval (C++, same numbers as pycocotools) when installed, else pycocotools. COCO needs
 integer image ids: string ids are mapped to 1..N here (in GT image order) and never leave this module.
+
+The category rule is the one of :func:`objguided.metrics.coco.check_records`: a detection whose
+``category_id`` is not a category of the ground truth is an error here too, never silently left out (COCO
+itself would ignore it, while the paper's class-agnostic APseg counts it).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def to_integer_ids(gt: dict, records: list[dict]) -> tuple[dict, list[dict], int
     """Copies of a GT COCO dict (string image ids) and of results records, with image ids 1..N; and the
     detection cap (max(100, largest per-image count of predictions or GT objects))."""
     index = {img["id"]: k + 1 for k, img in enumerate(gt["images"])}
+    categories = [c["id"] for c in gt.get("categories", [])]
     g = dict(gt)
     g["images"] = [dict(img, id=index[img["id"]]) for img in gt["images"]]
     g["annotations"] = [dict(a, image_id=index[a["image_id"]]) for a in gt["annotations"]]
@@ -52,6 +57,10 @@ def to_integer_ids(gt: dict, records: list[dict]) -> tuple[dict, list[dict], int
     for r in records:
         if r["image_id"] not in index:
             raise DataError(f"COCO AP: unknown image id {r['image_id']!r}")
+        if type(r.get("category_id")) is not int or r["category_id"] not in categories:
+            raise DataError(f"COCO AP: detection {len(dets)} (image {r['image_id']!r}): category_id "
+                            f"{r.get('category_id')!r} is not a ground-truth category (expected one of "
+                            f"{categories}); it would be left out of COCO AP but counted by APseg")
         d = {"image_id": index[r["image_id"]], "category_id": r["category_id"],
              "segmentation": dict(r["segmentation"]), "score": float(r["score"])}
         dets.append(d)  # no 'bbox': loadRes then takes area and box from the mask

@@ -8,6 +8,10 @@ The protocol is REFERENCE.md section 2 (see :mod:`objguided.metrics.ap`). Conven
 - GT images without any prediction are scored (their kept objects are false negatives); a prediction
   for an image id that is not scored is an error, as are RLE size mismatches, non-finite scores and
   empty masks.
+- Categories: the ground truth has one category (``coco.CATEGORY_ID``); a prediction with any other
+  ``category_id`` is an error naming the file, the record and the expected id, so that APseg / APdec
+  (class-agnostic) and the COCO AP extra (per category) always score the same predictions (the reasons:
+  :func:`objguided.metrics.coco.check_records`).
 - No kept GT object in the whole set: AP is 0 at every threshold (recall is undefined; documented).
 - Extras (``extras=True``): ``coco_ap_seg`` (COCO mask AP@[.5:.95], all GT objects, cap lifted, see
   :mod:`objguided.metrics.cocoeval`) and ``dsb_score`` (2018 Data Science Bowl: per image the mean over
@@ -33,6 +37,7 @@ from objguided.data.canonical import read_label_map
 from objguided.errors import ConfigError, DataError
 from objguided.metrics import ap, quality
 from objguided.metrics.coco import (
+    CATEGORY_ID,
     _load_json_list,
     check_nonempty,
     check_records,
@@ -207,6 +212,8 @@ def score_predictions(gt, pred_path, *, split_path=None, subset=None, box_conven
             "tie_order": "equal scores rank by image order (GT order), then by order in the predictions file",
             "criteria": {"seg": "mask IoU > t", "dec": "box IoU >= t"},
             "gt_drop_rule": ap.GT_DROP_RULE, "match_rule": ap.MATCH_RULE,
+            "category_rule": f"single class: every prediction has category_id {CATEGORY_ID} (the ground "
+                             "truth's); a file with any other id is rejected, not scored",
             "no_gt": "AP = 0 when there is no kept GT object; AP = 0 with no predictions",
             "per_image_match": "pred_scores: the image's prediction scores in file order; pred_tp_seg / "
                                "pred_tp_dec: per prediction a bit mask, bit i set when it is a TP at "

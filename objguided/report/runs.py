@@ -7,7 +7,7 @@ A run record is a plain dict::
      "metrics": {...metrics.json...}, "speed": {...speed.json...} | None}
 
 ``load_run`` reads one from ``results/<dataset>/<method>/<variant>/seed<k>/``; ``read_paper_table1``
-reads the paper's Table I (``results/paper/table1.csv``, values in percent).
+reads the paper's Table I (``paper/table1.csv``, values in percent).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def load_run(
 
 
 def read_paper_csv(path: str | os.PathLike, keys: tuple[str, ...], values: tuple[str, ...]) -> pd.DataFrame:
-    """One of the paper's tables (``results/paper/*.csv``): the ``keys`` columns name a row, the ``values``
+    """One of the paper's tables (``paper/*.csv``): the ``keys`` columns name a row, the ``values``
     columns are numbers as printed (an empty cell is NaN). Raises ``DataError`` naming the file when it is
     missing or unreadable, lacks a column, holds a non-number, leaves a key empty or repeats a row."""
     path = Path(path)

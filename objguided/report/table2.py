@@ -1,6 +1,6 @@
 """Table II: the sampling-strategy ablation of the refinement module (APseg, percent), ours beside the paper's.
 
-Every dataset of the report gets the paper's nine rows (``results/paper/table2.csv``: "w.o. sampling" and
+Every dataset of the report gets the paper's nine rows (``paper/table2.csv``: "w.o. sampling" and
 eight (k, beta) strategies). A run of method ``objguided`` fills the row its variant's parameters name:
 
 - ``refine: false`` -> "w.o. sampling";
