@@ -1,5 +1,6 @@
 """Fault tolerance of a real training job (issue #8): ``objguided train`` SIGKILLed at a random step and
-restarted gives the same model, the same predictions and the same metrics as an uninterrupted run.
+restarted resumes from its checkpoint (the steps before it are not trained again) and gives the same model,
+the same predictions and the same metrics as an uninterrupted run.
 
 The trainer's own tests (tests/test_trainer.py) cover the loop on a toy model, NaN stops and simulated
 interruptions; this one goes through the CLI and the paper's network, as the DAG runs it.
@@ -93,10 +94,15 @@ def test_training_killed_at_a_random_step_resumes_to_the_same_metrics(tmp_path):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, why
     assert not cut.exists() and (cut.parent / CHECKPOINT).exists(), why
+    saved_step = torch.load(cut.parent / CHECKPOINT, map_location="cpu", weights_only=False)["step"]
+    assert saved_step >= 2, f"no checkpoint past the first epoch to resume from {why}"
 
     subprocess.run(_train_cmd(data, cut), env=env, check=True, timeout=600, capture_output=True)
+    resumed = torch.load(cut, map_location="cpu", weights_only=False)
+    # the restart went on from the checkpoint: the steps done before the kill were not trained again
+    assert (resumed["resumed_from_step"], resumed["train_steps"]) == (saved_step, STEPS), why
     a = torch.load(ref, map_location="cpu", weights_only=False)["state"]["model"]
-    b = torch.load(cut, map_location="cpu", weights_only=False)["state"]["model"]
+    b = resumed["state"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a), f"weights differ {why}"
     pred_ref, metrics_ref = _predict_and_score(data, ref)
     pred_cut, metrics_cut = _predict_and_score(data, cut)

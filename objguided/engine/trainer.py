@@ -13,10 +13,18 @@ where it stopped:
   that and continues with the next epoch; steps run after the checkpoint by the killed job are run
   again, from the same random state, so on the CPU an interrupted-and-resumed run ends with exactly
   the weights of an uninterrupted one. A checkpoint of another config is set aside as
-  ``checkpoint.stale.pt`` (with a warning) and training starts afresh. ``epochs``, ``max_steps``,
-  ``log_every``, ``num_workers`` and ``checkpoint_every`` may change between the two runs (e.g. to
-  extend a schedule; a run stopped by ``max_steps`` inside an epoch restarts that epoch when its
-  ``max_steps`` is raised). A finished run's checkpoint makes ``fit`` return at once with its weights.
+  ``checkpoint.stale.pt`` (with a warning) and training starts afresh. The fields of
+  :data:`RESUMABLE_CHANGES` (``epochs``, ``max_steps``, ``log_every``, ``num_workers``, ...) may change
+  between the two runs: raising ``epochs`` or ``max_steps`` extends a run, and the extended run ends with
+  exactly the weights of a run planned that long from the start (a run stopped by ``max_steps`` inside an
+  epoch goes on from the next batch of that epoch). A checkpoint already past the schedule asked for
+  (``max_steps`` or ``epochs`` lowered below what it did) is set aside like a stale one. A finished run's
+  checkpoint makes ``fit`` return at once with its weights. Methods build ``run_key`` with
+  :func:`resume_key`, which holds the content of the training data, so a checkpoint is never resumed on
+  other images or labels.
+- **Time**: ``<workdir>/train_progress.json`` says how many steps and epochs the weights have seen and how
+  many seconds of training they took over every job of the run (:func:`read_progress`), so a job that
+  resumes or merely finds a finished run reports the run's training time, not its own.
 - **Divergence**: a loss term that is NaN or infinite stops training with :class:`TrainingDiverged`,
   naming the epoch, step and term, before the bad step touches the weights; the last checkpoint (the
   last good state) is left as it was.
@@ -42,11 +50,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import hashlib
+import itertools
 import logging
 import math
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -55,7 +67,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from objguided.engine.atomic import atomic_path
+from objguided.engine.atomic import atomic_path, write_json
 from objguided.errors import ConfigError, ObjguidedError
 
 log = logging.getLogger(__name__)
@@ -63,6 +75,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 STALE_CHECKPOINT = "checkpoint.stale.pt"
 LOSS_LOG = "losses.csv"
+PROGRESS = "train_progress.json"
+#: tells this process's train_progress.json from one an earlier job left in the same folder
+_JOB = uuid.uuid4().hex
 CHECKPOINT_FORMAT = "objguided-checkpoint/1"
 OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
 #: TrainConfig fields that may change between an interrupted run and its resumption
@@ -223,9 +238,66 @@ def _as_terms(out: Any) -> dict[str, torch.Tensor]:
                     f"got {type(out).__name__}")
 
 
+def data_sha256(pairs: Iterable[tuple[np.ndarray, np.ndarray]], ids: Iterable[str]) -> str:
+    """The sha256 of what a model is trained on: every (id, image, label map) as decoded pixels, in order.
+
+    Pixels, not file bytes: a re-encoded but identical image keeps its checkpoints; a changed pixel does not.
+
+    >>> a = [(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint16))]
+    >>> b = [(np.ones((2, 2), np.uint8), np.zeros((2, 2), np.uint16))]
+    >>> data_sha256(a, ["x"]) == data_sha256(a, ["x"]), data_sha256(a, ["x"]) == data_sha256(b, ["x"])
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    for image_id, (image, labels) in zip(ids, pairs, strict=True):
+        for part in (image, labels):
+            part = np.ascontiguousarray(part)
+            digest.update(f"{image_id}|{part.dtype.str}|{part.shape}|".encode())
+            digest.update(part.tobytes())
+    return digest.hexdigest()
+
+
+def resume_key(method: str, cfg: Any, pairs: list[tuple[np.ndarray, np.ndarray]], ids: Iterable[str],
+               seed: int) -> dict:
+    """The ``run_key`` of :func:`fit` for a method's training: its config less the fields that only schedule or
+    observe training (:data:`RESUMABLE_CHANGES`: a run may be extended), its seed, and the content of its
+    training data (:func:`data_sha256`): a checkpoint trained on other images or labels is never resumed."""
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    return {"method": method, "config": config, "seed": seed, "train_data_sha256": data_sha256(pairs, ids)}
+
+
 def _fingerprint(cfg: TrainConfig, run_key: Any) -> dict:
     fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     return {"train": fixed, "run_key": run_key}
+
+
+def _why_not_resume(ckpt: dict, fingerprint: dict, cfg: TrainConfig) -> str | None:
+    """Why a checkpoint cannot be resumed under ``cfg`` (None: it can)."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
+        return "belongs to another configuration or other training data"
+    if cfg.max_steps is not None and int(ckpt["step"]) > cfg.max_steps:
+        return f"has trained {ckpt['step']} steps, past max_steps = {cfg.max_steps}"
+    if int(ckpt["epoch"]) > cfg.epochs or (int(ckpt["epoch"]) == cfg.epochs and ckpt.get("epoch_batches_done")):
+        return f"has trained past epochs = {cfg.epochs}"
+    return None
+
+
+def _write_progress(workdir: Path, step: int, epoch: int, seconds: float, seconds_this_job: float,
+                    resumed_from: int, finished: bool) -> None:
+    write_json(workdir / PROGRESS, {"steps": step, "epochs": epoch, "seconds": seconds,
+                                    "seconds_this_job": seconds_this_job, "resumed_from_step": resumed_from,
+                                    "finished": finished, "job": _JOB})
+
+
+def read_progress(workdir: str | Path) -> dict | None:
+    """The ``train_progress.json`` this process wrote in ``workdir`` (None if it wrote none: a method that
+    does not train with :func:`fit`, or a file left by another job)."""
+    path = Path(workdir) / PROGRESS
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return progress if progress.get("job") == _JOB else None
 
 
 class _LossLog:
@@ -300,17 +372,18 @@ def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], lo
     loss_log = _LossLog(workdir / LOSS_LOG)
     fingerprint = _fingerprint(cfg, run_key)
 
-    epoch, step, seconds_before, finished = 0, 0, 0.0, False
+    epoch, step, seconds_before, resumed_from, batches_done = 0, 0, 0.0, 0, 0
+    ckpt = None
     if ckpt_path.is_file():
         try:
             ckpt = load_checkpoint(ckpt_path)
         except Exception as exc:  # a damaged file: atomic writes make this unlikely
             log.warning("%s cannot be read (%s); training from the start", ckpt_path, exc)
             ckpt = None
-        if ckpt is not None and (ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint):
+        why_not = _why_not_resume(ckpt, fingerprint, cfg) if ckpt is not None else None
+        if why_not:
             os.replace(ckpt_path, workdir / STALE_CHECKPOINT)
-            log.warning("%s belongs to another configuration; moved to %s, training from the start",
-                        ckpt_path, STALE_CHECKPOINT)
+            log.warning("%s %s; moved to %s, training from the start", ckpt_path, why_not, STALE_CHECKPOINT)
             (workdir / LOSS_LOG).unlink(missing_ok=True)
             ckpt = None
         if ckpt is not None:
@@ -320,27 +393,32 @@ def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], lo
                 scaler.load_state_dict(ckpt["scaler"])
             set_rng_states(ckpt["rng"])
             epoch, step, seconds_before = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
-            finished = bool(ckpt.get("finished")) and cfg.max_steps == ckpt["config"].get("max_steps") \
-                and cfg.epochs == ckpt["config"].get("epochs")
+            resumed_from, batches_done = step, int(ckpt.get("epoch_batches_done", 0))
             loss_log.truncate(step)
             log.info("resuming from %s: %d epochs, %d steps done", ckpt_path, epoch, step)
     else:
         (workdir / LOSS_LOG).unlink(missing_ok=True)
 
     def done() -> bool:
-        return finished or epoch >= cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
+        return epoch >= cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
 
-    def save(final: bool) -> None:
+    def save(final: bool, in_epoch: int = 0) -> None:
+        """``in_epoch``: batches of the current epoch already trained on (a stop by ``max_steps``)."""
+        seconds = seconds_before + (time.perf_counter() - started)
         state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict() if use_amp else None, "epoch": epoch, "step": step,
-                 "seconds": seconds_before + (time.perf_counter() - started), "rng": rng_states(),
-                 "config": dataclasses.asdict(cfg), "fingerprint": fingerprint, "finished": final}
+                 "seconds": seconds, "rng": rng_states(), "config": dataclasses.asdict(cfg),
+                 "fingerprint": fingerprint, "finished": final, "epoch_batches_done": in_epoch,
+                 "epoch_rng": epoch_rng if in_epoch else None}
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
+        _write_progress(workdir, step, epoch, seconds, time.perf_counter() - started, resumed_from, final)
 
     milestones = {int(m) for m in cfg.lr_milestones}
     started = last_save = time.perf_counter()
+    epoch_rng = None
     if done():
+        _write_progress(workdir, step, epoch, seconds_before, 0.0, resumed_from, True)
         model.eval()
         return model
     writer = _tensorboard(workdir)
@@ -350,12 +428,21 @@ def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], lo
     model.train()
     try:
         while not done():
+            if batches_done:  # resuming inside an epoch: its batches come from the state at its start
+                set_rng_states(ckpt["epoch_rng"])
+            epoch_rng = rng_states()
             batches = batches_for_epoch(epoch)
             n_batches = len(batches) if hasattr(batches, "__len__") else None
             if bar.total is None and n_batches:
                 planned = cfg.epochs * n_batches
                 bar.total = planned if cfg.max_steps is None else min(planned, cfg.max_steps)
-            for k, batch in enumerate(batches):
+            numbered = enumerate(batches)
+            if batches_done:  # drop the batches the weights have seen, then go on from the saved state
+                for _ in itertools.islice(numbered, batches_done):
+                    pass
+                set_rng_states(ckpt["rng"])
+                batches_done = 0
+            for k, batch in numbered:
                 batch = to_device(batch, device)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     terms = _as_terms(loss_fn(model, batch))
@@ -402,7 +489,7 @@ def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], lo
                     last_save = time.perf_counter()
                 continue
             # max_steps reached inside the epoch
-            save(final=True)
+            save(final=True, in_epoch=k + 1)
     finally:
         bar.close()
         if writer is not None:
@@ -411,5 +498,5 @@ def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], lo
     return model
 
 
-__all__ = ["TrainConfig", "TrainingDiverged", "fit", "make_loader", "EpochSampler", "seed_worker", "to_device",
-           "load_checkpoint", "rng_states", "set_rng_states", "CHECKPOINT", "LOSS_LOG"]
+__all__ = ["TrainConfig", "TrainingDiverged", "fit", "resume_key", "data_sha256", "make_loader", "EpochSampler", "seed_worker", "to_device",
+           "load_checkpoint", "read_progress", "rng_states", "set_rng_states", "CHECKPOINT", "LOSS_LOG"]
