@@ -2,8 +2,8 @@
 
 Not a method (the leading underscore keeps it out of the registry). It holds what the two have in common:
 
-- **Training fields** (:class:`DenseTrainFields`, the first fields of both configs) and their checks,
-  mapped onto the shared trainer's :class:`~objguided.engine.trainer.TrainConfig`.
+- **Training fields** (:class:`DenseTrainFields`, the first fields of both configs, each declared with its
+  allowed values), mapped onto the shared trainer's :class:`~objguided.engine.trainer.TrainConfig`.
 - **Input** (:func:`prepare_image`): gray repeated to 3 channels, optionally blurred (Gaussian,
   ``input_sigma`` px), then *standardised per image* (zero mean, unit variance over all its pixels and
   channels), so fluorescence (dark background) and stained (light background) images reach the
@@ -28,104 +28,48 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from methods.base import is_int, is_num
+from objguided.config import Count, Len, NonNegFloat, PosFloat, PosInt
 from objguided.errors import ConfigError
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
-TUNE_ON = ("val", "none")
 
 
 @dataclass
 class DenseTrainFields:
     """The training fields both dense baselines share (the first fields of their configs)."""
 
-    epochs: int = 100000  # an upper bound: max_steps is the budget
-    max_steps: int | None = 40000  # optimizer steps in all
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9) | nadam (needs the trainer to offer it)
-    lr_milestones: list = field(default_factory=list)  # steps at which lr *= lr_gamma (needs trainer support)
-    lr_gamma: float = 0.1
-    input_size: int = 256  # training crop side, px
+    epochs: PosInt = 100000  # an upper bound: max_steps is the budget
+    max_steps: PosInt | None = 40000  # optimizer steps in all
+    batch_size: PosInt = 8
+    lr: PosFloat = 1e-4
+    weight_decay: NonNegFloat = 0.0
+    optimizer: Literal["adam", "adamw", "sgd", "nadam"] = "adam"  # the shared trainer's; sgd: momentum 0.9
+    lr_milestones: list[PosInt] = field(default_factory=list)  # steps at which lr *= lr_gamma
+    lr_gamma: PosFloat = 0.1
+    input_size: PosInt = 256  # training crop side, px (a multiple of the network's stride: the method's check)
     augment: bool = True
-    crop_scales: list = field(default_factory=lambda: [0.8, 0.9, 1.0, 1.1, 1.25])
-    input_sigma: float = 0.0  # Gaussian blur of the input, px (train and predict)
+    crop_scales: Annotated[list[PosFloat], Len(1)] = field(default_factory=lambda: [0.8, 0.9, 1.0, 1.1, 1.25])
+    input_sigma: NonNegFloat = 0.0  # Gaussian blur of the input, px (train and predict)
     amp: bool = True  # CUDA only
-    num_workers: int = 0
-    checkpoint_every: int = 1
-    checkpoint_min_seconds: float = 30.0
-    log_every: int = 10
-    grad_clip: float | None = None
+    num_workers: Count = 0
+    checkpoint_every: PosInt = 1
+    checkpoint_min_seconds: NonNegFloat = 30.0
+    log_every: PosInt = 10
+    grad_clip: PosFloat | None = None
     progress: bool = True  # tqdm bar
     # -- tuning of the post-processing on the val split --
-    tune_on: str = "val"  # val | none (keep the configured post-processing parameters)
-    max_tune_images: int = 16  # 0 = all val images
+    tune_on: Literal["val", "none"] = "val"  # none: keep the configured post-processing parameters
+    max_tune_images: Count = 16  # 0 = all val images
 
 
-
-def fail(where: str, key: str, msg: str):
-    raise ConfigError(f"{where}.{key}: {msg}")
-
-
-def check_number_list(cfg, key: str, where: str, *, kind: type = float, minimum: float | None = None,
-                      maximum: float | None = None, open_low: bool = False, allow_empty: bool = False) -> None:
-    values = getattr(cfg, key)
-    if not isinstance(values, (list, tuple)) or (not values and not allow_empty):
-        fail(where, key, f"expected a {'' if allow_empty else 'non-empty '}list, got {values!r}")
-    for v in values:
-        ok = is_int(v) if kind is int else is_num(v)
-        if ok and minimum is not None:
-            ok = v > minimum if open_low else v >= minimum
-        if ok and maximum is not None:
-            ok = v <= maximum
-        if not ok:
-            rng = (f" {'>' if open_low else '>='} {minimum}" if minimum is not None else "") + \
-                  (f", <= {maximum}" if maximum is not None else "")
-            fail(where, key, f"expected {kind.__name__} values{rng}, got {v!r}")
-
-
-def check_train_fields(cfg: DenseTrainFields, where: str, multiple: int) -> None:
-    """Check the shared training fields; ``input_size`` must be a multiple of the network's ``multiple``."""
-    for key, minimum in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("log_every", 1),
-                         ("num_workers", 0), ("max_tune_images", 0)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
-    if cfg.max_steps is not None and (not is_int(cfg.max_steps) or cfg.max_steps < 1):
-        fail(where, "max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
-    if not is_int(cfg.input_size) or cfg.input_size < multiple or cfg.input_size % multiple:
-        fail(where, "input_size", f"expected a multiple of {multiple} (the network's stride), got {cfg.input_size!r}")
-    if not (is_num(cfg.lr) and cfg.lr > 0):
-        fail(where, "lr", f"expected a number > 0, got {cfg.lr!r}")
-    for key in ("weight_decay", "checkpoint_min_seconds", "input_sigma"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and v >= 0):
-            fail(where, key, f"expected a number >= 0, got {v!r}")
-    if not (is_num(cfg.lr_gamma) and cfg.lr_gamma > 0):
-        fail(where, "lr_gamma", f"expected a number > 0, got {cfg.lr_gamma!r}")
-    if cfg.optimizer not in OPTIMIZERS:
-        fail(where, "optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    check_number_list(cfg, "lr_milestones", where, kind=int, minimum=1, allow_empty=True)
-    check_number_list(cfg, "crop_scales", where, minimum=0, open_low=True)
-    if cfg.grad_clip is not None and not (is_num(cfg.grad_clip) and cfg.grad_clip > 0):
-        fail(where, "grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
-    if cfg.tune_on not in TUNE_ON:
-        fail(where, "tune_on", f"expected one of {', '.join(TUNE_ON)}, got {cfg.tune_on!r}")
-    # features the shared trainer may not offer (yet): say so before any work is done
-    from objguided.engine import trainer
-
-    if cfg.optimizer not in trainer.OPTIMIZERS:
-        fail(where, "optimizer", f"'{cfg.optimizer}' is not offered by the shared trainer "
-             f"(objguided.engine.trainer.OPTIMIZERS = {', '.join(trainer.OPTIMIZERS)})")
-    if cfg.lr_milestones and "lr_milestones" not in {f.name for f in dataclasses.fields(trainer.TrainConfig)}:
-        fail(where, "lr_milestones", "a step schedule needs TrainConfig.lr_milestones/lr_gamma in the shared "
-             "trainer, which it does not offer yet; use [] (constant learning rate)")
+def check_input_size(cfg: DenseTrainFields, where: str, multiple: int) -> None:
+    """``input_size`` must be a multiple of the network's ``multiple`` (its deepest stride)."""
+    if cfg.input_size % multiple:
+        raise ConfigError(f"{where}.input_size: expected a multiple of {multiple} (the network's stride), "
+                          f"got {cfg.input_size!r}")
 
 
 def train_config(cfg: DenseTrainFields):
@@ -348,8 +292,12 @@ def train_dense(name: str, build_net: Callable[[], Any], net_spec: dict, train_s
     pairs = [(s.image, s.labels) for s in train_set]
     if not pairs:
         raise ConfigError(f"methods.{name}: the train split of {train_set.root} is empty")
+    import torch
+
+    from objguided.engine.trainer import resume_key
+
     net = build_net()
-    run_key = {"method": name, "config": dataclasses.asdict(cfg), "train_ids": list(getattr(train_set, "ids", []))}
+    run_key = resume_key(name, cfg, pairs, train_set.ids, seed=int(torch.initial_seed()) % 2**62)
     net, tcfg = fit_dense(net, DenseSamples(pairs, cfg, targets), loss_fn, cfg, workdir, device, run_key)
     post, tuning = tune_post(net, val_set, cfg, device)
     write_tuning(workdir, f"{name}_tuning.json", tuning)
@@ -366,6 +314,6 @@ def tuned_params(state: dict | None, cfg, keys: Sequence[str]) -> dict:
     return params
 
 
-__all__ = ["DenseTrainFields", "DenseSamples", "check_train_fields", "check_number_list", "train_config",
+__all__ = ["DenseTrainFields", "DenseSamples", "check_input_size", "train_config",
            "prepare_image", "to_tensor", "pad_to_multiple", "random_sample", "collate", "fit_dense", "relabel",
            "tune_images", "grid", "tune", "write_tuning", "train_dense", "tuned_params"]

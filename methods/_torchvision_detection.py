@@ -3,7 +3,8 @@
 Not a method itself (the registry skips modules whose name starts with ``_``). It holds:
 
 - :class:`BoxConfig`: the flat, typed config both methods share (network, RPN/ROI sizes, training,
-  inference), and :func:`check_config` for what ``make_config`` cannot check (allowed values, ranges);
+  inference; each field's allowed values declared with it), and :func:`check_config` for the rule between
+  fields;
 - :func:`build_fpn_backbone`: a torchvision ResNet-FPN whose ImageNet weights come through
   :func:`objguided.models.backbone.resnet_features` (torchvision's weights API or a local ``.pth``;
   offline, ONE "training from scratch" warning and random init, never a crash);
@@ -35,16 +36,16 @@ torchvision's ``x = u / r``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Iterator, Literal
 
 import numpy as np
 
-from methods.base import Instance, Method, is_int, is_num, rgb3
+from methods.base import Instance, Method, rgb3
+from objguided.config import Count, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the method registry stays torch-free
@@ -52,8 +53,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: the method registry sta
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet50", "resnet34", "resnet18")
-OPTIMIZERS = ("adam", "adamw", "sgd")
 #: FPN levels of torchvision's ``BackboneWithFPN`` (P2..P5 from layer1..layer4, plus P6 "pool")
 RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 NO_WEIGHTS = ("none", "")
@@ -64,83 +63,47 @@ class BoxConfig:
     """Hyper-parameters shared by ``mask_rcnn`` and ``pointrend`` (defaults: the reference R50-FPN)."""
 
     # -- network --
-    backbone: str = "resnet50"  # resnet50 (reference) | resnet34 | resnet18 (light FPN, the CPU demo)
+    backbone: Literal["resnet50", "resnet34", "resnet18"] = "resnet50"  # reference: resnet50; CPU demo: resnet18
     pretrained: str = "imagenet"  # imagenet | a local .pth (torchvision keys) | none (scratch)
-    trainable_backbone_layers: int = 3  # 0-5, with pretrained weights (frozen BN); from scratch all train
-    fpn_channels: int = 256  # FPN width (reference 256; the CPU demo uses less)
-    box_head_dim: int = 1024  # width of the two FC layers of the box head (reference 1024)
-    smallest_anchor: int = 32  # anchor side on P2, doubling per level (reference 32, 64, ..., 512)
+    trainable_backbone_layers: Annotated[int, Range(min=0, max=5)] = 3  # with pretrained weights; from scratch all
+    fpn_channels: Annotated[int, Range(min=8)] = 256  # FPN width (reference 256; the CPU demo uses less)
+    box_head_dim: Annotated[int, Range(min=8)] = 1024  # width of the two FC layers of the box head (reference 1024)
+    smallest_anchor: Annotated[int, Range(min=2)] = 32  # anchor side on P2, doubling per level (reference 32, ..., 512)
     # -- input --
-    input_size: int = 512  # images resized so their long side is this (min_size = max_size)
+    input_size: Annotated[int, Range(min=64, multiple_of=32)] = 512  # long side resized to this; the FPN's stride
     augment: bool = True  # the paper's random square crop + flip; off = the whole image letterboxed
     # -- RPN / ROI sampling (torchvision's and detectron2's defaults) --
-    rpn_pre_nms_top_n_train: int = 2000  # per FPN level
-    rpn_post_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 1000  # per FPN level
-    rpn_post_nms_top_n_test: int = 1000  # >= box_detections_per_img (one class: <= 1 detection per proposal)
-    rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 512
+    rpn_pre_nms_top_n_train: PosInt = 2000  # per FPN level
+    rpn_post_nms_top_n_train: PosInt = 2000
+    rpn_pre_nms_top_n_test: PosInt = 1000  # per FPN level
+    rpn_post_nms_top_n_test: PosInt = 1000  # >= box_detections_per_img (one class: <= 1 detection per proposal)
+    rpn_batch_size_per_image: Annotated[int, Range(min=2)] = 256
+    box_batch_size_per_image: Annotated[int, Range(min=2)] = 512
     # -- inference --
-    box_detections_per_img: int = 500  # the per-image cap (torchvision/detectron2 default: 100)
-    box_score_thresh: float = 0.05
-    box_nms_thresh: float = 0.5
-    mask_threshold: float = 0.5  # on the pasted mask probability (>=)
+    box_detections_per_img: PosInt = 500  # the per-image cap (torchvision/detectron2 default: 100)
+    box_score_thresh: Annotated[float, Range(min=0, lt=1)] = 0.05
+    box_nms_thresh: Annotated[float, Range(gt=0, max=1)] = 0.5
+    mask_threshold: Annotated[float, Range(min=0, lt=1)] = 0.5  # on the pasted mask probability (>=)
     # -- training (objguided.engine.trainer.TrainConfig) --
-    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9); constant learning rate
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    max_steps: int = 0  # stop after this many optimizer steps; 0 = no cap (the epochs decide)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # sgd: momentum 0.9; constant learning rate
+    epochs: PosInt = 100
+    batch_size: PosInt = 8
+    lr: PosFloat = 1e-4
+    weight_decay: NonNegFloat = 0.0
+    max_steps: Count = 0  # stop after this many optimizer steps; 0 = no cap (the epochs decide)
     amp: bool = True  # float16 autocast on CUDA (ignored on the CPU)
-    num_workers: int = 4
-    checkpoint_every: int = 1  # epochs ...
-    checkpoint_min_seconds: float = 30.0  # ... and at least this long apart
-    log_every: int = 10
-    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
-
+    num_workers: Count = 4
+    checkpoint_every: PosInt = 1  # epochs ...
+    checkpoint_min_seconds: NonNegFloat = 30.0  # ... and at least this long apart
+    log_every: PosInt = 10
+    grad_clip: NonNegFloat = 0.0  # max global gradient norm; 0 = no clipping
 
 
 def check_config(cfg: BoxConfig, where: str) -> None:
-    """Check allowed values and ranges (``make_config`` checks keys and types)."""
-
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{where}.{key}: {msg}")
-
-    if cfg.backbone not in BACKBONES:
-        fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
-    if not isinstance(cfg.pretrained, str):
-        fail("pretrained", f"expected 'imagenet', a weights file path or 'none', got {cfg.pretrained!r}")
-    if cfg.optimizer not in OPTIMIZERS:
-        fail("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    if not is_int(cfg.trainable_backbone_layers) or not 0 <= cfg.trainable_backbone_layers <= 5:
-        fail("trainable_backbone_layers", f"expected an integer in 0..5, got {cfg.trainable_backbone_layers!r}")
-    for key, minimum in (("fpn_channels", 8), ("box_head_dim", 8), ("smallest_anchor", 2),
-                         ("rpn_pre_nms_top_n_train", 1), ("rpn_post_nms_top_n_train", 1),
-                         ("rpn_pre_nms_top_n_test", 1), ("rpn_post_nms_top_n_test", 1),
-                         ("rpn_batch_size_per_image", 2), ("box_batch_size_per_image", 2),
-                         ("box_detections_per_img", 1), ("epochs", 1), ("batch_size", 1),
-                         ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0), ("max_steps", 0)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(key, f"expected an integer >= {minimum}, got {v!r}")
-    if not is_int(cfg.input_size) or cfg.input_size < 64 or cfg.input_size % 32:
-        fail("input_size", f"expected a multiple of 32 (the FPN's stride), at least 64, got {cfg.input_size!r}")
+    """The rule between fields that the declarations cannot say."""
     if cfg.rpn_post_nms_top_n_test < cfg.box_detections_per_img:
-        fail("rpn_post_nms_top_n_test", f"{cfg.rpn_post_nms_top_n_test} proposals cannot give "
-                                        f"box_detections_per_img = {cfg.box_detections_per_img} detections")
-    for key in ("box_score_thresh", "mask_threshold"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and 0 <= v < 1):
-            fail(key, f"expected a number in [0, 1), got {v!r}")
-    if not (is_num(cfg.box_nms_thresh) and 0 < cfg.box_nms_thresh <= 1):
-        fail("box_nms_thresh", f"expected a number in (0, 1], got {cfg.box_nms_thresh!r}")
-    if not (is_num(cfg.lr) and cfg.lr > 0):
-        fail("lr", f"expected a number > 0, got {cfg.lr!r}")
-    for key in ("weight_decay", "checkpoint_min_seconds", "grad_clip"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and v >= 0):
-            fail(key, f"expected a number >= 0, got {v!r}")
+        raise ConfigError(f"{where}.rpn_post_nms_top_n_test: {cfg.rpn_post_nms_top_n_test} proposals cannot give "
+                          f"box_detections_per_img = {cfg.box_detections_per_img} detections")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,7 +269,7 @@ def train_detector(method_name: str, model: nn.Module, train_set, cfg: BoxConfig
     """Train ``model`` with the shared engine on ``train_set``; returns the state to keep."""
     import torch
 
-    from objguided.engine.trainer import fit, make_loader
+    from objguided.engine.trainer import fit, make_loader, resume_key
 
     if torch.device(device).type == "cpu":
         torch.set_flush_denormal(True)  # Adam's tiny second moments go denormal on x86: 10x slower steps
@@ -319,9 +282,8 @@ def train_detector(method_name: str, model: nn.Module, train_set, cfg: BoxConfig
     batches = lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
                                         num_workers=tcfg.num_workers, collate_fn=collate)
     workdir = Path(workdir) if workdir is not None else Path.cwd()
-    run_key = {"method": method_name, "config": dataclasses.asdict(cfg), "seed": seed,
-               "train_ids": list(getattr(train_set, "ids", []))}
-    model = fit(model, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
+    model = fit(model, batches, loss_fn, tcfg, workdir, device,
+                run_key=resume_key(method_name, cfg, pairs, train_set.ids, seed))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"model": state, **extra_state}
 

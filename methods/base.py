@@ -7,7 +7,6 @@ seeding, device choice, checkpoint files, timing, scoring and reports.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
@@ -44,17 +43,17 @@ class Method:
     #: how to install it (a method over an optional package); the DAG then leaves it out and says so
     unavailable: ClassVar[Callable[[], str | None] | None] = None
 
-    #: ``check(cfg, where)`` for what the type check cannot see (ranges, allowed values, list fields):
-    #: raises ConfigError naming the key; None when the types say it all
+    #: ``check(cfg, where)`` for the rules between fields that the declarations cannot say (``beta <= k``):
+    #: raises ``ConfigError(f"{where}.{key}: ...")``; None when the declarations say it all
     config_check: ClassVar[Callable[[Any, str], None] | None] = None
 
-    def make_config(self, overrides: dict[str, Any] | None = None):
-        """The method's config with ``overrides`` applied; an unknown key, a wrong type or a value that
-        ``config_check`` rejects is a ConfigError."""
-        cfg = make_config(self.Config, overrides or {}, where=f"methods.{self.name}.params")
-        if self.config_check is not None:
-            self.config_check(cfg, f"methods.{self.name}")
-        return cfg
+    def make_config(self, overrides: dict[str, Any] | None = None, where: str | None = None,
+                    key_where: dict[str, str] | None = None):
+        """The method's config with ``overrides`` applied: an unknown key, a value its field's declaration
+        refuses (:func:`objguided.config.make_config`) or one ``config_check`` rejects is a ConfigError naming
+        the key under ``where`` (default ``methods.<name>.params``; ``key_where``: other paths for some keys)."""
+        return make_config(self.Config, overrides or {}, where or f"methods.{self.name}.params",
+                           check=self.config_check, key_where=key_where)
 
     def train(self, train_set: CanonicalDataset, val_set: CanonicalDataset, cfg: Any, workdir: Path,
               device: str) -> Any:
@@ -67,24 +66,6 @@ class Method:
     def predict(self, state: Any, images: Iterable[np.ndarray], cfg: Any, device: str) -> Iterator[list[Instance]]:
         """Yield, for each image (uint8, HxW or HxWx3), its instances at the image's resolution."""
         raise NotImplementedError
-
-
-def is_int(v) -> bool:
-    """An integer that is not a bool (config checks: YAML's ``true`` must not pass as 1).
-
-    >>> is_int(3), is_int(True), is_int(3.0)
-    (True, False, False)
-    """
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_num(v) -> bool:
-    """A finite int or float that is not a bool.
-
-    >>> is_num(0.5), is_num(float("nan")), is_num(False)
-    (True, False, False)
-    """
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def rgb3(image: np.ndarray) -> np.ndarray:

@@ -32,13 +32,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Annotated, Iterable, Iterator
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from methods import register
-from methods.base import Instance, Method, is_int, is_num
+from methods.base import Instance, Method
+from objguided.config import Count, Len, Name, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
 
 INSTALL_HINT = "install the peers extra: pip install -e .[peers]  (or pip install -r requirements-peers.txt)"
@@ -48,60 +49,32 @@ MIN_SCORE = 1e-3
 @dataclass
 class CellposeConfig:
     # -- start point --
-    pretrained: str | None = None  # null = from scratch; a cellpose built-in name (cyto3, nuclei, ...) or a file
+    pretrained: Name | None = None  # null = from scratch; a cellpose built-in name (cyto3, nuclei, ...) or a file
     # -- training (cellpose.train.train_seg's arguments; its defaults) --
-    epochs: int = 500  # train_seg n_epochs (one epoch = every train image once); 0 = keep `pretrained` as is
-    batch_size: int = 8
-    learning_rate: float = 0.005
-    weight_decay: float = 1e-5
+    epochs: Count = 500  # train_seg n_epochs (one epoch = every train image once); 0 = keep `pretrained` as is
+    batch_size: PosInt = 8
+    learning_rate: PosFloat = 0.005
+    weight_decay: NonNegFloat = 1e-5
     sgd: bool = False  # False: AdamW (train_seg's default); True: SGD with momentum 0.9
-    diam_mean: float = 30.0  # px: objects are resized to this diameter (from scratch; a pretrained model has its own)
+    diam_mean: PosFloat = 30.0  # px: objects resized to this diameter (from scratch; a pretrained model has its own)
     rescale: bool = True  # resize training crops so objects have diam_mean (train_seg's rescale)
-    bsize: int = 224  # training crop side, px
-    min_train_masks: int = 5  # train images with fewer objects are left out (train_seg's rule)
-    channels: list = field(default_factory=lambda: [0, 0])  # cellpose channels: [0, 0] gray; [2, 3] green+blue...
+    bsize: Annotated[int, Range(min=32, multiple_of=8)] = 224  # training crop side, px (the U-net pools 3 times)
+    min_train_masks: Count = 5  # train images with fewer objects are left out (train_seg's rule)
+    # cellpose channels [segment, nucleus]: [0, 0] gray; [2, 3] green+blue...
+    channels: Annotated[list[Annotated[int, Range(min=0, max=3)]], Len(2, 2)] = field(default_factory=lambda: [0, 0])
     # -- prediction (CellposeModel.eval's arguments) --
-    diameter: float | None = None  # px; null = the train set's mean object diameter
-    flow_threshold: float = 0.4  # masks whose flow error exceeds it are dropped; 0 = no check
+    diameter: PosFloat | None = None  # px; null = the train set's mean object diameter
+    flow_threshold: NonNegFloat = 0.4  # masks whose flow error exceeds it are dropped; 0 = no check
     cellprob_threshold: float = 0.0  # logit threshold of the cell probability
-    min_size: int = 15  # masks of fewer pixels are dropped
-    niter: int | None = None  # flow-dynamics steps; null = cellpose's (200 / rescale)
-
+    min_size: Count = 15  # masks of fewer pixels are dropped
+    niter: PosInt | None = None  # flow-dynamics steps; null = cellpose's (200 / rescale)
 
 
 def check_config(cfg: CellposeConfig, where: str = "methods.cellpose") -> None:
-    """What the type check cannot see; works without cellpose installed."""
-
-    def fail(key: str, msg: str):
-        raise ConfigError(f"{where}.{key}: {msg}")
-
-    if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained.strip()):
-        fail("pretrained", f"expected null, a cellpose model name (e.g. cyto3) or a file path, got {cfg.pretrained!r}")
-    for key, minimum in (("epochs", 0), ("batch_size", 1), ("min_train_masks", 0), ("min_size", 0)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(key, f"expected an integer >= {minimum}, got {v!r}")
+    """What the declarations cannot say; works without cellpose installed."""
     if cfg.epochs == 0 and cfg.pretrained is None:
-        fail("epochs", "0 (no training) needs a pretrained model: set 'pretrained' (e.g. cyto3) or epochs >= 1")
-    for key in ("learning_rate", "diam_mean"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and v > 0):
-            fail(key, f"expected a number > 0, got {v!r}")
-    for key in ("weight_decay", "flow_threshold"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and v >= 0):
-            fail(key, f"expected a number >= 0, got {v!r}")
-    if not is_num(cfg.cellprob_threshold):
-        fail("cellprob_threshold", f"expected a number, got {cfg.cellprob_threshold!r}")
-    if not is_int(cfg.bsize) or cfg.bsize < 32 or cfg.bsize % 8:
-        fail("bsize", f"expected a multiple of 8 >= 32 (the U-net pools 3 times), got {cfg.bsize!r}")
-    ch = cfg.channels
-    if not isinstance(ch, (list, tuple)) or len(ch) != 2 or not all(is_int(c) and 0 <= c <= 3 for c in ch):
-        fail("channels", f"expected two integers in 0..3 (cellpose's [segment, nucleus] channels), got {ch!r}")
-    if cfg.diameter is not None and not (is_num(cfg.diameter) and cfg.diameter > 0):
-        fail("diameter", f"expected null or a number > 0, got {cfg.diameter!r}")
-    if cfg.niter is not None and not (is_int(cfg.niter) and cfg.niter >= 1):
-        fail("niter", f"expected null or an integer >= 1, got {cfg.niter!r}")
+        raise ConfigError(f"{where}.epochs: 0 (no training) needs a pretrained model: set 'pretrained' (e.g. cyto3) "
+                          "or epochs >= 1")
 
 
 def require_cellpose():

@@ -41,16 +41,14 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator
 
 import numpy as np
 
 from methods import register
 from methods._dense import (
     DenseTrainFields,
-    check_number_list,
-    check_train_fields,
-    fail,
+    check_input_size,
     grid,
     pad_to_multiple,
     prepare_image,
@@ -61,7 +59,8 @@ from methods._dense import (
     tune_images,
     tuned_params,
 )
-from methods.base import Instance, Method, is_int, is_num
+from methods.base import Instance, Method
+from objguided.config import Count, Len, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,50 +68,36 @@ log = logging.getLogger(__name__)
 POST = ("background_cos2", "min_cluster_size", "min_samples", "coord_weight", "min_size")
 CLUSTER = ("background_cos2", "min_cluster_size", "min_samples", "coord_weight")
 MIN_SCORE = 1e-3
+Cos2 = Annotated[float, Range(gt=0, max=1)]  # a squared cosine threshold
+ClusterSize = Annotated[int, Range(min=2)]  # HDBSCAN's min_cluster_size
 
 
 @dataclass
 class CosineEmbeddingConfig(DenseTrainFields):
     # -- network --
-    levels: int = 7  # U-Net levels per stage (the authors' 7; the CPU demo uses 4)
-    filters: int = 64  # filters per level (the authors' 64; the CPU demo uses 16)
-    embedding_dim: int = 16
+    levels: PosInt = 7  # U-Net levels per stage (the authors' 7; the CPU demo uses 4)
+    filters: PosInt = 64  # filters per level (the authors' 64; the CPU demo uses 16)
+    embedding_dim: Annotated[int, Range(min=2)] = 16
     # -- loss --
-    max_instances: int = 32  # instances per image per step (drawn at random above this)
-    neighbour_factor: float = 0.2  # neighbour radius = input_size * factor
+    max_instances: PosInt = 32  # instances per image per step (drawn at random above this)
+    neighbour_factor: PosFloat = 0.2  # neighbour radius = input_size * factor
     # -- clustering (defaults: the authors'; tuned on val) --
-    background_cos2: float = 0.5
-    min_cluster_size: int = 50
-    min_samples: int = 50
-    coord_weight: float = 0.01
-    min_size: int = 50
-    max_points: int = 20000  # above this, HDBSCAN clusters a subset and the rest join their nearest
-    background_cos2s: list = field(default_factory=lambda: [0.5])
-    min_cluster_sizes: list = field(default_factory=lambda: [25, 50, 100])
-    min_samples_values: list = field(default_factory=lambda: [10, 50])
-    coord_weights: list = field(default_factory=lambda: [0.01])
-    min_sizes: list = field(default_factory=lambda: [25, 50])
+    background_cos2: Cos2 = 0.5
+    min_cluster_size: ClusterSize = 50
+    min_samples: PosInt = 50
+    coord_weight: NonNegFloat = 0.01
+    min_size: Count = 50
+    max_points: Annotated[int, Range(min=100)] = 20000  # above this, HDBSCAN clusters a subset (rest: nearest)
+    background_cos2s: Annotated[list[Cos2], Len(1)] = field(default_factory=lambda: [0.5])
+    min_cluster_sizes: Annotated[list[ClusterSize], Len(1)] = field(default_factory=lambda: [25, 50, 100])
+    min_samples_values: Annotated[list[PosInt], Len(1)] = field(default_factory=lambda: [10, 50])
+    coord_weights: Annotated[list[NonNegFloat], Len(1)] = field(default_factory=lambda: [0.01])
+    min_sizes: Annotated[list[Count], Len(1)] = field(default_factory=lambda: [25, 50])
 
 
 def check_config(cfg: CosineEmbeddingConfig, where: str = "methods.cosine_embedding") -> None:
-    """Check what ``make_config`` cannot (lists, allowed values, ranges)."""
-    for key, minimum in (("levels", 1), ("filters", 1), ("embedding_dim", 2), ("max_instances", 1),
-                         ("min_cluster_size", 2), ("min_samples", 1), ("min_size", 0), ("max_points", 100)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
-    check_train_fields(cfg, where, 2 ** (cfg.levels - 1))
-    if not (is_num(cfg.neighbour_factor) and cfg.neighbour_factor > 0):
-        fail(where, "neighbour_factor", f"expected a number > 0, got {cfg.neighbour_factor!r}")
-    if not (is_num(cfg.background_cos2) and 0 < cfg.background_cos2 <= 1):
-        fail(where, "background_cos2", f"expected a number in (0, 1], got {cfg.background_cos2!r}")
-    if not (is_num(cfg.coord_weight) and cfg.coord_weight >= 0):
-        fail(where, "coord_weight", f"expected a number >= 0, got {cfg.coord_weight!r}")
-    check_number_list(cfg, "background_cos2s", where, minimum=0, maximum=1, open_low=True)
-    check_number_list(cfg, "min_cluster_sizes", where, kind=int, minimum=2)
-    check_number_list(cfg, "min_samples_values", where, kind=int, minimum=1)
-    check_number_list(cfg, "coord_weights", where, minimum=0)
-    check_number_list(cfg, "min_sizes", where, kind=int, minimum=0)
+    """What the declarations cannot say: the crop side fits the U-Net's depth."""
+    check_input_size(cfg, where, 2 ** (cfg.levels - 1))
 
 
 # ---------------------------------------------------------------------------------------------------

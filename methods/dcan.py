@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -50,9 +50,7 @@ from scipy import ndimage as ndi
 from methods import register
 from methods._dense import (
     DenseTrainFields,
-    check_number_list,
-    check_train_fields,
-    fail,
+    check_input_size,
     grid,
     pad_to_multiple,
     prepare_image,
@@ -63,62 +61,44 @@ from methods._dense import (
     tune_images,
     tuned_params,
 )
-from methods.base import Instance, Method, is_int, is_num
+from methods.base import Instance, Method
+from objguided.config import Count, Fraction, Len, NonNegFloat, PosInt, Range
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 STRIDE = 16  # the deepest side output (conv5_3)
 SIDE_STRIDES = (4, 8, 16)
-CONTOUR_LOSSES = ("balanced", "plain")
 POST = ("object_threshold", "contour_threshold", "min_size", "dilation")
 MIN_SCORE = 1e-3
+Threshold = Annotated[float, Range(gt=0, max=1)]  # a grid value of a probability threshold
 
 
 @dataclass
 class DCANConfig(DenseTrainFields):
     # -- network --
-    width: int = 64  # VGG16's first block width (64); the CPU demo uses 8
+    width: PosInt = 64  # VGG16's first block width (64); the CPU demo uses 8
     batch_norm: bool = False  # BatchNorm after every convolution (not in DCAN; speeds up short runs from scratch)
     # -- targets and loss --
-    contour_width: int = 2  # px of each instance's boundary band
-    contour_loss: str = "plain"  # plain | balanced (BCE of the contour branch)
-    aux_weight: float = 1.0  # w_a at the start
-    aux_decay: float = 0.1  # w_a *= aux_decay ...
-    aux_decay_every: int = 10000  # ... every this many steps (0 = constant)
+    contour_width: PosInt = 2  # px of each instance's boundary band
+    contour_loss: Literal["plain", "balanced"] = "plain"  # BCE of the contour branch
+    aux_weight: NonNegFloat = 1.0  # w_a at the start
+    aux_decay: NonNegFloat = 0.1  # w_a *= aux_decay ...
+    aux_decay_every: Count = 10000  # ... every this many steps (0 = constant)
     # -- post-processing (defaults; tuned on val) --
-    object_threshold: float = 0.5
-    contour_threshold: float = 0.5
-    min_size: int = 5
-    dilation: int = 2
-    object_thresholds: list = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
-    contour_thresholds: list = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
-    min_sizes: list = field(default_factory=lambda: [5, 10, 20])
-    dilations: list = field(default_factory=lambda: [1, 2, 3])
+    object_threshold: Fraction = 0.5
+    contour_threshold: Fraction = 0.5
+    min_size: Count = 5
+    dilation: Count = 2
+    object_thresholds: Annotated[list[Threshold], Len(1)] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
+    contour_thresholds: Annotated[list[Threshold], Len(1)] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
+    min_sizes: Annotated[list[Count], Len(1)] = field(default_factory=lambda: [5, 10, 20])
+    dilations: Annotated[list[Count], Len(1)] = field(default_factory=lambda: [1, 2, 3])
 
 
 def check_config(cfg: DCANConfig, where: str = "methods.dcan") -> None:
-    """Check what ``make_config`` cannot (lists, allowed values, ranges)."""
-    check_train_fields(cfg, where, STRIDE)
-    for key, minimum in (("width", 1), ("contour_width", 1), ("aux_decay_every", 0), ("min_size", 0),
-                         ("dilation", 0)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(where, key, f"expected an integer >= {minimum}, got {v!r}")
-    if cfg.contour_loss not in CONTOUR_LOSSES:
-        fail(where, "contour_loss", f"expected one of {', '.join(CONTOUR_LOSSES)}, got {cfg.contour_loss!r}")
-    for key in ("aux_weight", "aux_decay"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and v >= 0):
-            fail(where, key, f"expected a number >= 0, got {v!r}")
-    for key in ("object_threshold", "contour_threshold"):
-        v = getattr(cfg, key)
-        if not (is_num(v) and 0 < v < 1):
-            fail(where, key, f"expected a number in (0, 1), got {v!r}")
-    check_number_list(cfg, "object_thresholds", where, minimum=0, maximum=1, open_low=True)
-    check_number_list(cfg, "contour_thresholds", where, minimum=0, maximum=1, open_low=True)
-    check_number_list(cfg, "min_sizes", where, kind=int, minimum=0)
-    check_number_list(cfg, "dilations", where, kind=int, minimum=0)
+    """What the declarations cannot say: the crop side fits the network's stride."""
+    check_input_size(cfg, where, STRIDE)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -26,90 +26,56 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Annotated, Iterable, Iterator, Literal
 
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method, is_int, is_num, rgb3
+from methods.base import Instance, Method, rgb3
+from objguided.config import Count, Fraction, Name, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
-
-BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
 @dataclass
 class KeypointGraphConfig:
     # -- network --
-    backbone: str = "resnet50"  # resnet50 (the paper) | resnet34 | resnet18 (light: demo, tests)
-    pretrained: str | None = "imagenet"  # imagenet | a local .pth | null (from scratch)
-    head_kernel: int = 7  # kernel of both convs of every head (the code: 7)
-    head_width: int | None = None  # hidden width of the heads; null = the decoder level's width (the code)
-    radius: float = 5.0  # keypoint disc radius R (targets, loss normalisation, vote normalisation)
-    min_extent: int = 11  # keypoints at a scale only for boxes more than this many px high and wide there
+    backbone: Literal["resnet50", "resnet34", "resnet18"] = "resnet50"  # the paper: resnet50; demo, tests: resnet18
+    pretrained: Name | None = "imagenet"  # imagenet | a local .pth | null (from scratch)
+    head_kernel: PosInt = 7  # kernel of both convs of every head (the code: 7); odd
+    head_width: PosInt | None = None  # hidden width of the heads; null = the decoder level's width (the code)
+    radius: PosFloat = 5.0  # keypoint disc radius R (targets, loss normalisation, vote normalisation)
+    min_extent: Count = 11  # keypoints at a scale only for boxes more than this many px high and wide there
     inclusive_boxes: bool = False  # crop/paste include the box's last row/column (the code leaves it out)
     # -- training --
-    epochs: int = 100
-    batch_size: int = 2
-    lr: float = 1e-4
-    lr_decay: float = 0.96  # per epoch
-    lr_decay_start: int = 1  # lr = lr * lr_decay ** max(0, epoch - start), epochs from 0 (the code's off-by-one)
-    weight_decay: float = 0.0
-    input_size: int = 512
-    max_steps: int | None = None  # stop after this many optimizer steps (short demo runs)
+    epochs: PosInt = 100
+    batch_size: PosInt = 2
+    lr: PosFloat = 1e-4
+    lr_decay: Annotated[float, Range(gt=0, max=1)] = 0.96  # per epoch
+    lr_decay_start: Count = 1  # lr = lr * lr_decay ** max(0, epoch - start), epochs from 0 (the code's off-by-one)
+    weight_decay: NonNegFloat = 0.0
+    input_size: Annotated[int, Range(min=32, multiple_of=16)] = 512  # a multiple of the backbone's stride
+    max_steps: PosInt | None = None  # stop after this many optimizer steps (short demo runs)
     amp: bool = True  # float16 autocast, CUDA only
-    num_workers: int = 2
-    checkpoint_every: int = 5  # epochs (the code saves every 5 epochs) ...
-    checkpoint_min_seconds: float = 30.0  # ... and at least this long apart
-    log_every: int = 10
-    grad_clip: float | None = None
+    num_workers: Count = 2
+    checkpoint_every: PosInt = 5  # epochs (the code saves every 5 epochs) ...
+    checkpoint_min_seconds: NonNegFloat = 30.0  # ... and at least this long apart
+    log_every: PosInt = 10
+    grad_clip: PosFloat | None = None
     augment: bool = True  # photometric distortion, expand, flips (off: the stretched image only)
     # -- inference --
-    sigma: float = 2.0  # Gaussian smoothing of the vote maps
-    peak_threshold: float = 0.004
-    match_radius: float = 6.0  # R + 1: a grouped keypoint lies within this of seed + mid offset
-    seed_exclusion: float = 10.0  # a seed this close to a group's keypoint of its type is discarded
-    nms_iou: float = 0.5
-    mask_threshold: float = 0.5
-    max_detections: int = 1000  # boxes segmented per image after NMS (the code: no cap)
+    sigma: NonNegFloat = 2.0  # Gaussian smoothing of the vote maps
+    peak_threshold: NonNegFloat = 0.004
+    match_radius: PosFloat = 6.0  # R + 1: a grouped keypoint lies within this of seed + mid offset
+    seed_exclusion: NonNegFloat = 10.0  # a seed this close to a group's keypoint of its type is discarded
+    nms_iou: Annotated[float, Range(gt=0, max=1)] = 0.5
+    mask_threshold: Fraction = 0.5
+    max_detections: PosInt = 1000  # boxes segmented per image after NMS (the code: no cap)
 
 
 def check_config(cfg: KeypointGraphConfig, where: str = "methods.keypoint_graph") -> None:
-    """Check what ``make_config`` cannot: optional fields, allowed values and ranges."""
-
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{where}.{key}: {msg}")
-
-    if cfg.backbone not in BACKBONES:
-        fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
-    if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained):
-        fail("pretrained", f"expected 'imagenet', a weights file path or null, got {cfg.pretrained!r}")
-    if not is_int(cfg.head_kernel) or cfg.head_kernel < 1 or cfg.head_kernel % 2 == 0:
-        fail("head_kernel", f"expected an odd integer >= 1, got {cfg.head_kernel!r}")
-    if cfg.head_width is not None and (not is_int(cfg.head_width) or cfg.head_width < 1):
-        fail("head_width", f"expected null or an integer >= 1, got {cfg.head_width!r}")
-    for key, minimum in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1), ("log_every", 1),
-                         ("num_workers", 0), ("min_extent", 0), ("lr_decay_start", 0), ("max_detections", 1)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(key, f"expected an integer >= {minimum}, got {v!r}")
-    if not is_int(cfg.input_size) or cfg.input_size < 32 or cfg.input_size % 16:
-        fail("input_size", f"expected a multiple of 16 (the backbone's stride) >= 32, got {cfg.input_size!r}")
-    if cfg.max_steps is not None and (not is_int(cfg.max_steps) or cfg.max_steps < 1):
-        fail("max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
-    for key in ("lr", "radius", "match_radius"):
-        if not (is_num(getattr(cfg, key)) and getattr(cfg, key) > 0):
-            fail(key, f"expected a number > 0, got {getattr(cfg, key)!r}")
-    for key in ("weight_decay", "sigma", "peak_threshold", "seed_exclusion", "checkpoint_min_seconds"):
-        if not (is_num(getattr(cfg, key)) and getattr(cfg, key) >= 0):
-            fail(key, f"expected a number >= 0, got {getattr(cfg, key)!r}")
-    if not (is_num(cfg.lr_decay) and 0 < cfg.lr_decay <= 1):
-        fail("lr_decay", f"expected a number in (0, 1], got {cfg.lr_decay!r}")
-    if not (is_num(cfg.nms_iou) and 0 < cfg.nms_iou <= 1):
-        fail("nms_iou", f"expected a number in (0, 1], got {cfg.nms_iou!r}")
-    if not (is_num(cfg.mask_threshold) and 0 < cfg.mask_threshold < 1):
-        fail("mask_threshold", f"expected a number in (0, 1), got {cfg.mask_threshold!r}")
-    if cfg.grad_clip is not None and not (is_num(cfg.grad_clip) and cfg.grad_clip > 0):
-        fail("grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
+    """What the declarations cannot say: an odd kernel (the heads pad by kernel // 2)."""
+    if cfg.head_kernel % 2 == 0:
+        raise ConfigError(f"{where}.head_kernel: expected an odd integer >= 1, got {cfg.head_kernel!r}")
 
 
 def train_config(cfg: KeypointGraphConfig):
@@ -242,7 +208,7 @@ class KeypointGraph(Method):
         import torch
 
         from methods._keypoint_graph_net import EpochDecay, KeypointGraphNet
-        from objguided.engine.trainer import fit, make_loader
+        from objguided.engine.trainer import fit, make_loader, resume_key
 
         check_config(cfg, where=f"methods.{self.name}")
         tcfg = train_config(cfg)
@@ -257,8 +223,7 @@ class KeypointGraph(Method):
         batches = decay.wrap(lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,
                                                        num_workers=tcfg.num_workers, collate_fn=collate))
         workdir = Path(workdir) if workdir is not None else Path.cwd()
-        run_key = {"method": self.name, "config": dataclasses.asdict(cfg), "seed": seed,
-                   "train_ids": list(getattr(train_set, "ids", []))}
+        run_key = resume_key(self.name, cfg, pairs, train_set.ids, seed)
         with decay:
             net = fit(net, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}

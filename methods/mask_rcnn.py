@@ -13,22 +13,16 @@ The state kept: ``{"model": state_dict, "frozen_bn": bool, "weights_source": str
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from methods import register
 from methods._torchvision_detection import BoxConfig, TorchvisionDetector, build_fpn_backbone, check_config, rcnn_kwargs
+from objguided.config import Range
 
 
 @dataclass
 class MaskRCNNConfig(BoxConfig):
-    mask_head_dim: int = 256  # width of the four 3x3 convolutions of the mask head (reference 256)
-
-
-def check_mask_rcnn_config(cfg: MaskRCNNConfig, where: str) -> None:
-    check_config(cfg, where)
-    from objguided.errors import ConfigError
-
-    if isinstance(cfg.mask_head_dim, bool) or not isinstance(cfg.mask_head_dim, int) or cfg.mask_head_dim < 8:
-        raise ConfigError(f"{where}.mask_head_dim: expected an integer >= 8, got {cfg.mask_head_dim!r}")
+    mask_head_dim: Annotated[int, Range(min=8)] = 256  # width of the mask head's four 3x3 convolutions (reference 256)
 
 
 def build_model(cfg: MaskRCNNConfig, backbone=None):
@@ -50,7 +44,7 @@ class MaskRCNN(TorchvisionDetector):
     name = "mask_rcnn"
     Config = MaskRCNNConfig
 
-    config_check = staticmethod(check_mask_rcnn_config)
+    config_check = staticmethod(check_config)
 
     def build_model(self, cfg: MaskRCNNConfig, backbone):
         return build_model(cfg, backbone)

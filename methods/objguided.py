@@ -28,99 +28,59 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator, Literal
 
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method, is_int, is_num, rgb3
+from methods.base import Instance, Method, rgb3
+from objguided.config import Count, Fraction, Len, Name, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-FAITHFUL_TO = ("paper", "code")
-BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
 @dataclass
 class ObjGuidedConfig:
     # -- network (objguided.models.config.ModelConfig) --
-    backbone: str = "resnet50"  # resnet50 (paper) | resnet34 | resnet18 (light, demo)
-    pretrained: str | None = "imagenet"  # imagenet | a local .pth path | null (scratch)
+    backbone: Literal["resnet50", "resnet34", "resnet18"] = "resnet50"  # paper: resnet50; demo: resnet18
+    pretrained: Name | None = "imagenet"  # imagenet | a local .pth path | null (scratch)
     refine: bool = True  # auxiliary feature refinement (training only)
-    k: float = 3.0  # refinement: k*N random points per ROI ...
-    beta: float = 0.75  # ... of which the floor(beta*N) most uncertain are kept
-    points_divisor: int = 8  # N = H*W // points_divisor
-    max_objects: int = 500  # detection targets per image
+    k: PosFloat = 3.0  # refinement: k*N random points per ROI ...
+    beta: PosFloat = 0.75  # ... of which the floor(beta*N) most uncertain are kept (beta <= k)
+    points_divisor: PosInt = 8  # N = H*W // points_divisor
+    max_objects: PosInt = 500  # detection targets per image
     clamp_heatmap: bool = True  # clamp the heatmap sigmoid in the focal loss (the code does not)
     batch_rois: bool = True  # exact speed-up: same-size ROIs in one batch
-    head_width: int = 256  # hidden width of the three detection heads (the paper's 256; lighter in the CPU demo)
+    head_width: PosInt = 256  # hidden width of the three detection heads (the paper's 256; lighter in the CPU demo)
     # -- training (objguided.engine.trainer.TrainConfig) --
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1.25e-4
-    weight_decay: float = 0.0
-    input_size: int = 512
-    max_steps: int | None = None  # stop after this many steps (short demo runs)
+    epochs: PosInt = 100
+    batch_size: PosInt = 8
+    lr: PosFloat = 1.25e-4
+    weight_decay: NonNegFloat = 0.0
+    input_size: Annotated[int, Range(min=32, multiple_of=32)] = 512  # a multiple of the backbone's stride
+    max_steps: PosInt | None = None  # stop after this many steps (short demo runs)
     amp: bool = True  # mixed precision, CUDA only
-    num_workers: int = 4
-    checkpoint_every: int = 1  # epochs ...
-    checkpoint_min_seconds: float = 30.0  # ... and at least this long apart (tiny data sets: 1-step epochs)
-    log_every: int = 10
-    grad_clip: float | None = None
+    num_workers: Count = 4
+    checkpoint_every: PosInt = 1  # epochs ...
+    checkpoint_min_seconds: NonNegFloat = 30.0  # ... and at least this long apart (tiny data sets: 1-step epochs)
+    log_every: PosInt = 10
+    grad_clip: PosFloat | None = None
     augment: bool = True  # the paper's crop + flip; off = the whole image letterboxed, no flip
-    crop_scales: list = field(default_factory=lambda: [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
+    crop_scales: Annotated[list[PosFloat], Len(1)] = field(
+        default_factory=lambda: [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
     # -- inference --
-    faithful_to: str = "paper"  # paper | code (the authors' code path: BGR, stretch, unnormalised splat, ...)
-    threshold: float | None = None  # mask threshold; null = 0.5 (paper) / 0.53 (code)
-    score_threshold: float = 0.3
-    top_k: int = 500
-    mask_nms_iou: float = 0.2
+    faithful_to: Literal["paper", "code"] = "paper"  # code: the authors' code path (BGR, stretch, raw splat, ...)
+    threshold: Fraction | None = None  # mask threshold; null = 0.5 (paper) / 0.53 (code)
+    score_threshold: Annotated[float, Range(min=0, lt=1)] = 0.3
+    top_k: PosInt = 500
+    mask_nms_iou: Annotated[float, Range(gt=0, max=1)] = 0.2
 
 
 def check_config(cfg: ObjGuidedConfig, where: str = "methods.objguided") -> None:
-    """Check what ``make_config`` cannot (optional fields, allowed values, ranges)."""
-
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{where}.{key}: {msg}")
-
-    if cfg.backbone not in BACKBONES:
-        fail("backbone", f"expected one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
-    if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained):
-        fail("pretrained", f"expected 'imagenet', a weights file path or null, got {cfg.pretrained!r}")
-    if cfg.faithful_to not in FAITHFUL_TO:
-        fail("faithful_to", f"expected one of {', '.join(FAITHFUL_TO)}, got {cfg.faithful_to!r}")
-    if not (is_num(cfg.k) and cfg.k > 0):
-        fail("k", f"expected a number > 0, got {cfg.k!r}")
-    if not (is_num(cfg.beta) and 0 < cfg.beta <= cfg.k):
-        fail("beta", f"expected 0 < beta <= k (= {cfg.k}), got {cfg.beta!r}")
-    for key, minimum in (("points_divisor", 1), ("max_objects", 1), ("epochs", 1), ("batch_size", 1),
-                         ("top_k", 1), ("checkpoint_every", 1), ("log_every", 1), ("num_workers", 0),
-                         ("head_width", 1)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(key, f"expected an integer >= {minimum}, got {v!r}")
-    if not is_int(cfg.input_size) or cfg.input_size < 32 or cfg.input_size % 32:
-        fail("input_size", f"expected a multiple of 32 (the backbone's stride), got {cfg.input_size!r}")
-    if cfg.max_steps is not None and (not is_int(cfg.max_steps) or cfg.max_steps < 1):
-        fail("max_steps", f"expected null or an integer >= 1, got {cfg.max_steps!r}")
-    if not (is_num(cfg.lr) and cfg.lr > 0):
-        fail("lr", f"expected a number > 0, got {cfg.lr!r}")
-    if not (is_num(cfg.weight_decay) and cfg.weight_decay >= 0):
-        fail("weight_decay", f"expected a number >= 0, got {cfg.weight_decay!r}")
-    if not (is_num(cfg.checkpoint_min_seconds) and cfg.checkpoint_min_seconds >= 0):
-        fail("checkpoint_min_seconds", f"expected a number >= 0, got {cfg.checkpoint_min_seconds!r}")
-    if cfg.grad_clip is not None and not (is_num(cfg.grad_clip) and cfg.grad_clip > 0):
-        fail("grad_clip", f"expected null or a number > 0, got {cfg.grad_clip!r}")
-    if cfg.threshold is not None and not (is_num(cfg.threshold) and 0 < cfg.threshold < 1):
-        fail("threshold", f"expected null or a number in (0, 1), got {cfg.threshold!r}")
-    if not (is_num(cfg.score_threshold) and 0 <= cfg.score_threshold < 1):
-        fail("score_threshold", f"expected a number in [0, 1), got {cfg.score_threshold!r}")
-    if not (is_num(cfg.mask_nms_iou) and 0 < cfg.mask_nms_iou <= 1):
-        fail("mask_nms_iou", f"expected a number in (0, 1], got {cfg.mask_nms_iou!r}")
-    if (not isinstance(cfg.crop_scales, (list, tuple)) or not cfg.crop_scales
-            or not all(is_num(s) and s > 0 for s in cfg.crop_scales)):
-        fail("crop_scales", f"expected a non-empty list of numbers > 0, got {cfg.crop_scales!r}")
+    """The rule between fields that the declarations cannot say."""
+    if cfg.beta > cfg.k:
+        raise ConfigError(f"{where}.beta: expected 0 < beta <= k (= {cfg.k}), got {cfg.beta!r}")
 
 
 def model_config(cfg: ObjGuidedConfig, pretrained: Any = "from-config"):
@@ -220,7 +180,7 @@ class ObjGuided(Method):
     def train(self, train_set, val_set, cfg: ObjGuidedConfig, workdir: Path, device: str) -> dict:
         import torch
 
-        from objguided.engine.trainer import fit, make_loader
+        from objguided.engine.trainer import fit, make_loader, resume_key
         from objguided.models.network import ObjGuidedNet
 
         check_config(cfg, where=f"methods.{self.name}")
@@ -235,9 +195,8 @@ class ObjGuided(Method):
         batches = lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
                                             num_workers=tcfg.num_workers, collate_fn=collate)
         workdir = Path(workdir) if workdir is not None else Path.cwd()
-        run_key = {"method": self.name, "config": dataclasses.asdict(cfg), "seed": seed,
-                   "train_ids": list(getattr(train_set, "ids", []))}
-        net = fit(net, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
+        net = fit(net, batches, loss_fn, tcfg, workdir, device,
+                  run_key=resume_key(self.name, cfg, pairs, train_set.ids, seed))
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         return {"model": state, "model_config": dataclasses.asdict(mcfg), "train_config": dataclasses.asdict(tcfg)}
 

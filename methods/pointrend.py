@@ -41,53 +41,32 @@ The state kept: ``{"model": state_dict, "frozen_bn": bool, "weights_source": str
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Annotated
 
 from methods import register
 from methods._torchvision_detection import BoxConfig, TorchvisionDetector, check_config
-from objguided.errors import ConfigError
+from objguided.config import Count, PosInt, Range
 
 
 @dataclass
 class PointRendConfig(BoxConfig):
     # -- coarse mask head (detectron2: CoarseMaskHead) --
-    coarse_pool: int = 14  # ROIAlign resolution on P2
-    coarse_side: int = 7  # coarse mask resolution (OUTPUT_SIDE_RESOLUTION)
-    coarse_fc_dim: int = 1024  # FC_DIM, two layers (NUM_FC)
+    coarse_pool: Annotated[int, Range(min=2, multiple_of=2)] = 14  # ROIAlign size on P2 (a 2x2 stride-2 conv follows)
+    coarse_side: PosInt = 7  # coarse mask resolution (OUTPUT_SIDE_RESOLUTION)
+    coarse_fc_dim: Annotated[int, Range(min=8)] = 1024  # FC_DIM, two layers (NUM_FC)
     # -- point head (detectron2: StandardPointHead) --
-    point_fc_dim: int = 256  # FC_DIM
-    point_num_fc: int = 3  # NUM_FC
+    point_fc_dim: Annotated[int, Range(min=8)] = 256  # FC_DIM
+    point_num_fc: Count = 3  # NUM_FC
     coarse_pred_each_layer: bool = True  # re-concatenate the coarse logit before every layer
     # -- training points --
-    train_num_points: int = 196  # N = 14^2 per ROI
-    oversample_ratio: float = 3.0  # k
-    importance_sample_ratio: float = 0.75  # beta
+    train_num_points: PosInt = 196  # N = 14^2 per ROI
+    oversample_ratio: Annotated[float, Range(min=1)] = 3.0  # k
+    importance_sample_ratio: Annotated[float, Range(min=0, max=1)] = 0.75  # beta
     train_on_pred_boxes: bool = True  # mask branch trained on the box head's refined boxes
     # -- inference --
-    subdivision_steps: int = 5  # 7 -> 224
-    subdivision_num_points: int = 784  # 28^2 points re-predicted per step
-
-
-def check_pointrend_config(cfg: PointRendConfig, where: str) -> None:
-    check_config(cfg, where)
-
-    def fail(key: str, msg: str) -> None:
-        raise ConfigError(f"{where}.{key}: {msg}")
-
-    for key, minimum in (("coarse_pool", 2), ("coarse_side", 1), ("coarse_fc_dim", 8), ("point_fc_dim", 8),
-                         ("point_num_fc", 0), ("train_num_points", 1), ("subdivision_steps", 0),
-                         ("subdivision_num_points", 1)):
-        v = getattr(cfg, key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            fail(key, f"expected an integer >= {minimum}, got {v!r}")
-    if cfg.coarse_pool % 2:
-        fail("coarse_pool", f"expected an even number (a 2x2 stride-2 conv follows), got {cfg.coarse_pool}")
-    k, beta = cfg.oversample_ratio, cfg.importance_sample_ratio
-    if not (isinstance(k, (int, float)) and not isinstance(k, bool) and math.isfinite(k) and k >= 1):
-        fail("oversample_ratio", f"expected a number >= 1, got {k!r}")
-    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0 <= beta <= 1):
-        fail("importance_sample_ratio", f"expected a number in [0, 1], got {beta!r}")
+    subdivision_steps: Count = 5  # 7 -> 224
+    subdivision_num_points: PosInt = 784  # 28^2 points re-predicted per step
 
 
 @register
@@ -97,7 +76,7 @@ class PointRend(TorchvisionDetector):
     name = "pointrend"
     Config = PointRendConfig
 
-    config_check = staticmethod(check_pointrend_config)
+    config_check = staticmethod(check_config)
 
     def build_model(self, cfg: PointRendConfig, backbone):
         from methods._pointrend_net import build_model
@@ -105,4 +84,4 @@ class PointRend(TorchvisionDetector):
         return build_model(cfg, backbone)
 
 
-__all__ = ["PointRend", "PointRendConfig", "check_pointrend_config"]
+__all__ = ["PointRend", "PointRendConfig"]

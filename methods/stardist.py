@@ -39,78 +39,62 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Annotated, Iterable, Iterator, Literal
 
 import numpy as np
 
 from methods import register
-from methods.base import Instance, Method, is_int, is_num
+from methods.base import Instance, Method
+from objguided.config import Count, Fraction, Len, Name, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
 
 INSTALL_HINT = "install the peers extra: pip install -e .[peers]  (or pip install -r requirements-peers.txt)"
 MIN_SCORE = 1e-3
-INPUTS = ("gray", "rgb")
 
 
 @dataclass
 class StarDistConfig:
     # -- start point --
-    pretrained: str | None = None  # null = from scratch; a registered name (2D_versatile_fluo, ...) or a folder
+    pretrained: Name | None = None  # null = from scratch; a registered name (2D_versatile_fluo, ...) or a folder
     # -- network (Config2D; ignored with `pretrained`, which brings its own) --
-    n_rays: int = 32
-    grid: int = 2  # the probability/distance maps are subsampled by grid x grid
-    unet_n_depth: int = 3
-    unet_n_filter_base: int = 32
-    input: str = "gray"  # gray | rgb
-    norm_percentiles: list = field(default_factory=lambda: [1.0, 99.8])
+    n_rays: Annotated[int, Range(min=3)] = 32
+    grid: PosInt = 2  # the probability/distance maps are subsampled by grid x grid (a power of 2)
+    unet_n_depth: PosInt = 3
+    unet_n_filter_base: PosInt = 32
+    input: Literal["gray", "rgb"] = "gray"
+    norm_percentiles: Annotated[list[Annotated[float, Range(min=0, max=100)]], Len(2, 2)] = field(
+        default_factory=lambda: [1.0, 99.8])  # [low, high]
     # -- training (StarDist2D.train; Config2D's defaults) --
-    epochs: int = 400  # 0 = keep `pretrained` as is
-    steps_per_epoch: int = 100
-    batch_size: int = 4
-    patch_size: int = 256  # training patch side, px (a multiple of grid * 2**unet_n_depth)
-    learning_rate: float = 3e-4
+    epochs: Count = 400  # 0 = keep `pretrained` as is
+    steps_per_epoch: PosInt = 100
+    batch_size: PosInt = 4
+    patch_size: PosInt = 256  # training patch side, px (a multiple of max(grid, 2**unet_n_depth))
+    learning_rate: PosFloat = 3e-4
     augment: bool = True  # flips, 90-degree rotations, intensity gain
     # -- thresholds --
     tune_thresholds: bool = True  # StarDist2D.optimize_thresholds on the val images
-    prob_thresh: float | None = None  # null = tuned (or StarDist's 0.5); a number overrides
-    nms_thresh: float | None = None  # null = tuned (or StarDist's 0.4); a number overrides
+    prob_thresh: Fraction | None = None  # null = tuned (or StarDist's 0.5); a number overrides
+    nms_thresh: Fraction | None = None  # null = tuned (or StarDist's 0.4); a number overrides
     progress: bool = False  # Keras progress bars and StarDist's tuning bars
 
 
-
 def check_config(cfg: StarDistConfig, where: str = "methods.stardist") -> None:
-    """What the type check cannot see; works without stardist or TensorFlow installed."""
+    """The rules between fields that the declarations cannot say; works without stardist or TensorFlow."""
 
     def fail(key: str, msg: str):
         raise ConfigError(f"{where}.{key}: {msg}")
 
-    if cfg.pretrained is not None and (not isinstance(cfg.pretrained, str) or not cfg.pretrained.strip()):
-        fail("pretrained", f"expected null, a StarDist model name (e.g. 2D_versatile_fluo) or a folder, "
-             f"got {cfg.pretrained!r}")
-    for key, minimum in (("n_rays", 3), ("grid", 1), ("unet_n_depth", 1), ("unet_n_filter_base", 1), ("epochs", 0),
-                         ("steps_per_epoch", 1), ("batch_size", 1)):
-        v = getattr(cfg, key)
-        if not is_int(v) or v < minimum:
-            fail(key, f"expected an integer >= {minimum}, got {v!r}")
     if cfg.epochs == 0 and cfg.pretrained is None:
         fail("epochs", "0 (no training) needs a pretrained model: set 'pretrained' (e.g. 2D_versatile_fluo) or "
              "epochs >= 1")
     if cfg.grid & (cfg.grid - 1):
         fail("grid", f"expected a power of 2, got {cfg.grid!r}")
     multiple = max(cfg.grid, 2 ** cfg.unet_n_depth)
-    if not is_int(cfg.patch_size) or cfg.patch_size < multiple or cfg.patch_size % multiple:
+    if cfg.patch_size < multiple or cfg.patch_size % multiple:
         fail("patch_size", f"expected a multiple of {multiple} (max(grid, 2**unet_n_depth)), got {cfg.patch_size!r}")
-    if cfg.input not in INPUTS:
-        fail("input", f"expected one of {', '.join(INPUTS)}, got {cfg.input!r}")
-    p = cfg.norm_percentiles
-    if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(is_num(v) for v in p) and 0 <= p[0] < p[1] <= 100):
-        fail("norm_percentiles", f"expected [low, high] with 0 <= low < high <= 100, got {p!r}")
-    if not (is_num(cfg.learning_rate) and cfg.learning_rate > 0):
-        fail("learning_rate", f"expected a number > 0, got {cfg.learning_rate!r}")
-    for key in ("prob_thresh", "nms_thresh"):
-        v = getattr(cfg, key)
-        if v is not None and not (is_num(v) and 0 < v < 1):
-            fail(key, f"expected null or a number in (0, 1), got {v!r}")
+    low, high = cfg.norm_percentiles
+    if low >= high:
+        fail("norm_percentiles", f"expected [low, high] with low < high, got {cfg.norm_percentiles!r}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -165,16 +165,16 @@ def test_defaults_are_the_authors():
 
 @pytest.mark.parametrize("overrides, match", [
     ({"level": 4}, "unknown key 'level'"),
-    ({"filters": 1.5}, r"filters: expected int"),
+    ({"filters": 1.5}, r"params\.filters: expected an integer >= 1, got 1\.5"),
     ({"levels": 0}, r"levels: expected an integer >= 1"),
     ({"levels": 4, "input_size": 100}, r"input_size: expected a multiple of 8"),
     ({"input_size": 96}, r"input_size: expected a multiple of 64"),
     ({"background_cos2": 0.0}, r"background_cos2: expected a number in \(0, 1\]"),
-    ({"min_cluster_sizes": [1]}, r"min_cluster_sizes: expected int values >= 2"),
+    ({"min_cluster_sizes": [1]}, r"min_cluster_sizes\[0\]: expected an integer >= 2, got 1"),
     ({"coord_weights": "0.01"}, r"coord_weights: expected list|coord_weights: expected a non-empty list"),
     ({"neighbour_factor": -1.0}, r"neighbour_factor: expected a number > 0"),
     ({"optimizer": "nadam_plus"}, r"optimizer: expected one of"),
-    ({"lr_milestones": [0]}, r"lr_milestones: expected int values >= 1"),
+    ({"lr_milestones": [0]}, r"lr_milestones\[0\]: expected an integer >= 1, got 0"),
 ])
 def test_config_errors_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -128,15 +128,15 @@ def test_defaults():
 
 @pytest.mark.parametrize("overrides, match", [
     ({"widht": 8}, "unknown key 'widht'"),
-    ({"width": "wide"}, r"width: expected int"),
+    ({"width": "wide"}, r"width: expected an integer >= 1, got 'wide'"),
     ({"width": 0}, r"width: expected an integer >= 1"),
     ({"input_size": 100}, r"input_size: expected a multiple of 16"),
     ({"contour_loss": "focal"}, r"contour_loss: expected one of plain, balanced|contour_loss: expected one of"),
     ({"object_threshold": 1.0}, r"object_threshold: expected a number in \(0, 1\)"),
     ({"object_thresholds": []}, r"object_thresholds: expected a non-empty list"),
-    ({"dilations": [1, -1]}, r"dilations: expected int values >= 0"),
+    ({"dilations": [1, -1]}, r"dilations\[1\]: expected an integer >= 0, got -1"),
     ({"optimizer": "rmsprop"}, r"optimizer: expected one of"),
-    ({"max_steps": 0}, r"max_steps: expected null or an integer >= 1"),
+    ({"max_steps": 0}, r"max_steps: expected an integer >= 1 or null, got 0"),
     ({"crop_scales": [1.0, 0]}, r"crop_scales"),
     ({"tune_on": "train"}, r"tune_on: expected one of val, none"),
 ])

@@ -70,11 +70,11 @@ def test_registered_with_the_codes_defaults():
 @pytest.mark.parametrize("overrides, match", [
     ({"bakbone": "resnet18"}, "unknown key 'bakbone'"),
     ({"backbone": "vgg16"}, "backbone: expected one of"),
-    ({"input_size": 100}, "input_size: expected a multiple of 16"),
+    ({"input_size": 100}, "input_size: expected an integer >= 32 and a multiple of 16, got 100"),
     ({"head_kernel": 4}, "head_kernel: expected an odd integer"),
-    ({"head_width": 0}, "head_width: expected null or an integer"),
+    ({"head_width": 0}, "head_width: expected an integer >= 1 or null, got 0"),
     ({"lr_decay": 1.5}, r"lr_decay: expected a number in \(0, 1\]"),
-    ({"max_steps": 0}, "max_steps: expected null or an integer >= 1"),
+    ({"max_steps": 0}, "max_steps: expected an integer >= 1 or null, got 0"),
     ({"mask_threshold": 1.0}, "mask_threshold"),
     ({"pretrained": ""}, "pretrained"),
 ])

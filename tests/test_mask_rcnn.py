@@ -53,12 +53,12 @@ def test_registered_with_reference_defaults():
 
 @pytest.mark.parametrize("overrides, match", [
     ({"bakbone": "resnet18"}, "unknown key 'bakbone'"),
-    ({"epochs": "ten"}, r"epochs: expected int"),
-    ({"augment": 1}, r"augment: expected bool"),
+    ({"epochs": "ten"}, r"epochs: expected an integer >= 1, got 'ten'"),
+    ({"augment": 1}, r"augment: expected true or false, got 1"),
     ({"backbone": "vgg16"}, r"backbone: expected one of"),
     ({"optimizer": "rmsprop"}, r"optimizer: expected one of"),
-    ({"input_size": 500}, r"input_size: expected a multiple of 32"),
-    ({"trainable_backbone_layers": 6}, r"trainable_backbone_layers: expected an integer in 0..5"),
+    ({"input_size": 500}, r"input_size: expected an integer >= 64 and a multiple of 32"),
+    ({"trainable_backbone_layers": 6}, r"trainable_backbone_layers: expected an integer in \[0, 5\], got 6"),
     ({"box_detections_per_img": 2000}, r"rpn_post_nms_top_n_test: 1000 proposals cannot give"),
     ({"mask_threshold": 1.0}, r"mask_threshold: expected a number in \[0, 1\)"),
     ({"max_steps": -1}, r"max_steps: expected an integer >= 0"),

@@ -47,14 +47,14 @@ def test_registered_with_the_papers_defaults():
 
 @pytest.mark.parametrize("overrides, match", [
     ({"bakbone": "resnet18"}, "unknown key 'bakbone'"),
-    ({"epochs": "ten"}, r"epochs: expected int"),
-    ({"refine": 1}, r"refine: expected bool"),
+    ({"epochs": "ten"}, r"epochs: expected an integer >= 1, got 'ten'"),
+    ({"refine": 1}, r"refine: expected true or false, got 1"),
     ({"backbone": "vgg16"}, r"backbone: expected one of"),
     ({"faithful_to": "both"}, r"faithful_to: expected one of paper, code"),
     ({"k": 1.0, "beta": 2.0}, r"beta: expected 0 < beta <= k"),
-    ({"input_size": 100}, r"input_size: expected a multiple of 32"),
-    ({"threshold": 1.5}, r"threshold: expected null or a number in \(0, 1\)"),
-    ({"max_steps": 0}, r"max_steps: expected null or an integer >= 1"),
+    ({"input_size": 100}, r"input_size: expected an integer >= 32 and a multiple of 32, got 100"),
+    ({"threshold": 1.5}, r"threshold: expected a number in \(0, 1\) or null, got 1\.5"),
+    ({"max_steps": 0}, r"params\.max_steps: expected an integer >= 1 or null, got 0"),
     ({"pretrained": ""}, r"pretrained"),
     ({"crop_scales": []}, r"crop_scales"),
 ])

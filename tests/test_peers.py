@@ -80,15 +80,16 @@ def test_defaults_follow_the_packages():
 
 @pytest.mark.parametrize("name, overrides, match", [
     ("cellpose", {"epoch": 3}, "unknown key 'epoch'"),
-    ("cellpose", {"epochs": "many"}, r"epochs: expected int"),
+    ("cellpose", {"epochs": "many"}, r"epochs: expected an integer >= 0, got 'many'"),
     ("cellpose", {"epochs": 0}, r"epochs: 0 \(no training\) needs a pretrained model"),
     ("cellpose", {"batch_size": 0}, r"batch_size: expected an integer >= 1"),
-    ("cellpose", {"bsize": 100}, r"bsize: expected a multiple of 8"),
-    ("cellpose", {"channels": [0]}, r"channels: expected two integers in 0..3"),
-    ("cellpose", {"channels": [0, 4]}, r"channels: expected two integers"),
-    ("cellpose", {"diameter": -3}, r"diameter: expected null or a number > 0"),
-    ("cellpose", {"niter": 0}, r"niter: expected null or an integer >= 1"),
-    ("cellpose", {"pretrained": ""}, r"pretrained: expected null, a cellpose model name"),
+    ("cellpose", {"bsize": 100}, r"bsize: expected an integer >= 32 and a multiple of 8"),
+    ("cellpose", {"channels": [0]}, r"channels: expected a list of 2 items \(each item an integer in \[0, 3\]\), "
+                                    r"got \[0\]"),
+    ("cellpose", {"channels": [0, 4]}, r"channels\[1\]: expected an integer in \[0, 3\], got 4"),
+    ("cellpose", {"diameter": -3}, r"diameter: expected a number > 0 or null, got -3"),
+    ("cellpose", {"niter": 0}, r"niter: expected an integer >= 1 or null, got 0"),
+    ("cellpose", {"pretrained": ""}, r"pretrained: expected a non-empty string or null"),
     ("cellpose", {"learning_rate": 0}, r"learning_rate: expected a number > 0"),
     ("stardist", {"n_ray": 16}, "unknown key 'n_ray'"),
     ("stardist", {"n_rays": 2}, r"n_rays: expected an integer >= 3"),
@@ -96,7 +97,7 @@ def test_defaults_follow_the_packages():
     ("stardist", {"patch_size": 100}, r"patch_size: expected a multiple of 8"),
     ("stardist", {"input": "rgba"}, r"input: expected one of gray, rgb"),
     ("stardist", {"norm_percentiles": [99, 1]}, r"norm_percentiles"),
-    ("stardist", {"prob_thresh": 1.5}, r"prob_thresh: expected null or a number in \(0, 1\)"),
+    ("stardist", {"prob_thresh": 1.5}, r"prob_thresh: expected a number in \(0, 1\) or null"),
     ("stardist", {"epochs": 0}, r"epochs: 0 \(no training\) needs a pretrained model"),
 ])
 def test_config_errors_name_the_key(name, overrides, match):

@@ -75,11 +75,11 @@ def test_registered_with_detectron2s_defaults():
 
 @pytest.mark.parametrize("overrides, match", [
     ({"num_points": 196}, "unknown key 'num_points'"),
-    ({"subdivision_steps": 5.0}, r"subdivision_steps: expected int"),
-    ({"coarse_pred_each_layer": "yes"}, r"coarse_pred_each_layer: expected bool"),
+    ({"subdivision_steps": 5.0}, r"subdivision_steps: expected an integer >= 0, got 5\.0"),
+    ({"coarse_pred_each_layer": "yes"}, r"coarse_pred_each_layer: expected true or false, got 'yes'"),
     ({"importance_sample_ratio": 1.5}, r"importance_sample_ratio: expected a number in \[0, 1\]"),
     ({"oversample_ratio": 0.5}, r"oversample_ratio: expected a number >= 1"),
-    ({"coarse_pool": 7}, r"coarse_pool: expected an even number"),
+    ({"coarse_pool": 7}, r"coarse_pool: expected an integer >= 2 and a multiple of 2, got 7"),
     ({"backbone": "resnet152"}, r"backbone: expected one of"),
 ])
 def test_config_errors_name_the_key(overrides, match):

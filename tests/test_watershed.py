@@ -160,7 +160,7 @@ def test_config_errors(method):
         method.make_config({"min_dist": 3})
     with pytest.raises(ConfigError, match="threshold_factor"):
         method.make_config({"threshold_factor": "high"})
-    with pytest.raises(ConfigError, match="unknown signal 'red'"):
+    with pytest.raises(ConfigError, match=r"signals\[1\]: expected one of gray, inverted, exg, auto, got 'red'"):
         method.make_config({"signals": ["gray", "red"]})
     with pytest.raises(ConfigError, match="min_distances"):
         method.make_config({"min_distances": [0]})

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from objguided.config import Count
 from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, MANIFEST, write_sample
 from objguided.data.fetch import check_url, download, file_name, sha256_of
 from objguided.data.sources import Source, register_source
@@ -59,17 +60,15 @@ _ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 class DSB2018Options:
     url: str = OFFICIAL_URL  # https://, http:// or file:// (file://rel/path: relative to the working dir)
     sha256: list = field(default_factory=lambda: [MIRROR_SHA256])  # accepted sha256 values
-    size: int = ARCHIVE_SIZE  # expected bytes, checked when only the first-download lock vouches; 0: off
+    size: Count = ARCHIVE_SIZE  # expected bytes, checked when only the first-download lock vouches; 0: off
     lock: bool = True  # record the first download's sha256 (<archive>.sha256.lock) and hold later ones to it
-    retries: int = 3
-    workers: int = 0  # conversion processes; 0: every core this process may use
+    retries: Count = 3
+    workers: Count = 0  # conversion processes; 0: every core this process may use
 
     def __post_init__(self):
         check_url(self.url, "options.url")
         if not all(isinstance(v, str) for v in self.sha256):
             raise ConfigError("options.sha256: expected a list of sha256 strings")
-        if self.size < 0 or self.retries < 0 or self.workers < 0:
-            raise ConfigError("options: size, retries and workers must not be negative")
 
 
 # ---------------------------------------------------------------------------------------------- fetch
@@ -317,8 +316,8 @@ class DSB2018TestOptions:
     solution_url: str = SOLUTION_URL  # their masks: CSV of ImageId, EncodedPixels (RLE), Height, Width, Usage
     sha256: list = field(default_factory=list)  # accepted sha256 values of either file
     lock: bool = True
-    retries: int = 3
-    workers: int = 0
+    retries: Count = 3
+    workers: Count = 0
 
     def __post_init__(self):
         check_url(self.url, "options.url")

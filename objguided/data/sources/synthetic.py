@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from tqdm import tqdm
 
+from objguided.config import Count, PosInt, Range
 from objguided.data import synthetic
 from objguided.data.canonical import write_sample
 from objguided.data.sources import Source, register_source
@@ -16,9 +18,9 @@ from objguided.errors import ConfigError
 @dataclass
 class SyntheticOptions:
     generator: str = "nuclei"  # nuclei | plant | neural
-    n_images: int = 30
-    image_size: int = 128
-    seed: int = 0
+    n_images: PosInt = 30
+    image_size: Annotated[int, Range(min=32, max=8192)] = 128  # px, square
+    seed: Count = 0
     params: dict = field(default_factory=dict)  # generator parameters: see objguided.data.synthetic
 
     def __post_init__(self):
