@@ -24,5 +24,10 @@ test: env
 lint: env
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
+# The workflow through a one-node SLURM cluster (tests/test_slurm.py; root, Debian's slurm-wlm and munge)
+.PHONY: test-slurm
+test-slurm: env
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/test_slurm.py
+
 clean-demo:
 	rm -rf results/synth-* results/report results/logs resources/data/synth-* .snakemake

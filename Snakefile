@@ -13,6 +13,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Run beside Snakemake, never submitted to a cluster: the target rule, downloads (compute nodes often have no
+# network) and the one-second split. Every other job goes through the executor (profiles/slurm).
+localrules:
+    all,
+    fetch,
+    split,
+
+
 rule all:
     input:
         report_targets(),

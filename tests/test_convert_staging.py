@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,12 +78,24 @@ def test_a_second_conversion_waits_for_the_first_instead_of_removing_its_staging
                                    "convert({'source': 'dsb2018', 'options': {'url': sys.argv[1], 'size': 0, "
                                    "'workers': 1}}, sys.argv[2], sys.argv[3])", f"file://{MINI}", str(out), str(raw)],
                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)  # long enough for the second to start, find the lock held and wait
+        lines: list[str] = []
+        waiting = threading.Event()
+
+        def read_stderr():
+            for line in second.stderr:
+                lines.append(line)
+                if "waiting for it to finish" in line:
+                    waiting.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        # however loaded the machine, the second finds the lock held and says it waits
+        assert waiting.wait(timeout=180), "".join(lines)
         assert second.poll() is None and len(list(out.glob(".convert-*"))) == 1  # the first's is untouched
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-    _, err = second.communicate(timeout=120)
-    assert second.returncode == 0, err
-    assert "waiting for it to finish" in err
+    second.wait(timeout=180)
+    reader.join(timeout=30)
+    assert second.returncode == 0, "".join(lines)
     assert sorted(p.name for p in out.iterdir()) == CONVERTED

@@ -1,15 +1,28 @@
 # Config loading and the helpers every rule file uses.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 
 import methods
-from objguided.config import runs, validate_config
+from objguided.config import configfiles_on_command_line, runs, validate_config
 from objguided.data.sources import unavailable_reason
+from objguided.engine.guard import job_environment
+from objguided.errors import ConfigError
 
+# Exactly one config file: Snakemake merges the files of one --configfile and silently keeps only the last of a
+# repeated one; either way the run would be neither file's. (The profile's configfile is replaced, not merged.)
+_files = list(dict.fromkeys(configfiles_on_command_line(sys.argv)))
+if len(_files) < 2:
+    _files = list(dict.fromkeys(str(f) for f in workflow.overwrite_configfiles))
+if len(_files) > 1:
+    raise ConfigError(
+        f"{len(_files)} config files given ({', '.join(_files)}): pass exactly one --configfile. Snakemake would "
+        "merge them, or keep only the last of a repeated --configfile; put what you need into one file"
+    )
 if not config:
     raise ValueError(
         "no configuration: run with --configfile config/demo.yaml (profiles/default does this when "
@@ -36,10 +49,13 @@ for _name in list(config["methods"]):
 if not config["methods"]:
     raise ValueError("no method of the config can run here; see the warnings above")
 
-# Rules call the CLI of the interpreter that runs Snakemake, so a job needs no activated environment.
-OBJGUIDED = f"{sys.executable} -m objguided"
-# With --use-conda, jobs run in this environment instead (it installs the repository itself).
-ENV_FILE = "../../environment.yml"
+# Rules call the CLI of the interpreter that runs Snakemake, so a job needs no activated environment. -P keeps
+# the job's working folder off sys.path (under --directory it may hold another checkout's objguided).
+OBJGUIDED = f"{shlex.quote(sys.executable)} -P -m objguided"
+# Inherited by every job (and set anew by the Snakemake that runs a cluster job on its node), not params, so
+# that they do not trigger reruns: the CLI refuses to run code from anywhere but this workflow's checkout,
+# and stops when the Snakemake that started it is gone (objguided.engine.guard).
+os.environ.update(job_environment(workflow.basedir))
 RUNS = runs(config)
 RUN_DIR = "results/{dataset}/{method}/{variant}/seed{seed}"
 DATA_DIR = "resources/data/{dataset}"
@@ -143,3 +159,54 @@ def report_spec():
         "paper_table2": str(Path(PAPER_TABLE1).with_name("table2.csv")),
         "note": config["report"]["note"],
     }
+
+
+# ---- Issue 18: the software environment and what each job asks a cluster for (README, "On a SLURM cluster") ----
+from snakemake.settings.types import DeploymentMethod
+
+# --use-conda: every job runs in the environment of environment.yml, which Snakemake creates under .snakemake/conda,
+# and calls that environment's own python. Snakemake creates it from a copy of the file in that folder, where the
+# file's `-e .` would name the wrong folder: the copy it is given (conda_env_file) names this checkout by its
+# absolute path instead. Without --use-conda, jobs call the interpreter that runs Snakemake (OBJGUIDED).
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+CLI = "python -P -m objguided" if USE_CONDA else OBJGUIDED
+
+
+def conda_env_file(checkout=workflow.basedir, folder=".snakemake/objguided"):
+    """The conda: file of every rule: environment.yml itself, or with --use-conda a copy in ``folder`` whose
+    `-e .` names ``checkout``'s absolute path (written only when it changes, so parallel writers agree)."""
+    source = Path(checkout) / "environment.yml"
+    if not USE_CONDA:
+        return str(source)  # never created; Snakemake only records its text
+    import re
+
+    text, n = re.subn(r"(?m)^(\s*-\s+-e\s+)\.(?=\s|$)", lambda m: m.group(1) + str(Path(checkout).resolve()),
+                      source.read_text())
+    if n != 1:
+        raise ValueError(f"{source}: expected one `- -e .` line installing the checkout, found {n}")
+    target = Path(folder).resolve() / "environment.yml"
+    if not target.exists() or target.read_text() != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".environment.{os.getpid()}.yml")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return str(target)
+
+
+CONDA_ENV_FILE = conda_env_file()
+
+#: CPUs of a scorer job: `objguided score` runs that many worker processes (OMP_NUM_THREADS, which Snakemake sets
+#: to a job's threads), and of a convert job (a DSB2018 conversion uses every CPU the job may use)
+SCORE_THREADS = 4
+CONVERT_THREADS = 4
+
+
+def loader_threads(wildcards):
+    """CPUs of a train/predict job: its data loaders' worker processes (the run's num_workers) plus the main one."""
+    cfg = methods.get(wildcards.method).make_config(run_of(wildcards)["params"])
+    return 1 + int(getattr(cfg, "num_workers", 0) or 0)
+
+
+def gpu_or_cpu(gpu_value, cpu_value):
+    """A resource that depends on whether the job's method runs on a GPU (train/predict of a uses_gpu method)."""
+    return lambda wildcards: gpu_value if gpus_for(wildcards) else cpu_value

@@ -1,13 +1,16 @@
 # Data: (fetch: raw archive, verified) -> convert: canonical folder (images/, labels/, manifest.json)
 # -> split: split.json. Sources without a fetch step (synthetic) go straight to convert.
+# fetch and split are local rules (Snakefile): on a cluster they run beside Snakemake (downloads need the
+# login node's network; a split takes a second); convert is a CPU job.
 
 rule fetch:
     conda:
-        ENV_FILE
+        CONDA_ENV_FILE
+    threads: 1
     output:
         f"{RAW_DIR}/fetched.json",
     params:
-        cli=OBJGUIDED,
+        cli=CLI,
         spec=dataset_spec,
         raw=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -18,13 +21,17 @@ rule fetch:
 
 rule convert:
     conda:
-        ENV_FILE
+        CONDA_ENV_FILE
+    threads: CONVERT_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=120,
     input:
         lambda wildcards: [f"{RAW_DIR}/fetched.json".format(**wildcards)] if needs_fetch(wildcards) else [],
     output:
         f"{DATA_DIR}/manifest.json",
     params:
-        cli=OBJGUIDED,
+        cli=CLI,
         spec=dataset_spec,
         raw=lambda wildcards: (
             f"--raw {RAW_DIR.format(dataset=wildcards.dataset)}" if needs_fetch(wildcards) else ""
@@ -38,13 +45,14 @@ rule convert:
 
 rule split:
     conda:
-        ENV_FILE
+        CONDA_ENV_FILE
+    threads: 1
     input:
         f"{DATA_DIR}/manifest.json",
     output:
         f"{DATA_DIR}/split.json",
     params:
-        cli=OBJGUIDED,
+        cli=CLI,
         spec=split_spec,
         data=lambda wildcards: DATA_DIR.format(dataset=wildcards.dataset),
     log:

@@ -5,7 +5,8 @@ EVAL = config["evaluation"]
 
 rule predict:
     conda:
-        ENV_FILE
+        CONDA_ENV_FILE
+    threads: loader_threads
     input:
         model=f"{RUN_DIR}/model.pt",
         split=f"{DATA_DIR}/split.json",
@@ -14,12 +15,14 @@ rule predict:
         # FPS of this very pass (the paper's protocol: batch 1, whole inference, first image dropped)
         speed=f"{RUN_DIR}/speed.json",
     params:
-        cli=OBJGUIDED,
+        cli=CLI,
         data=lambda wildcards: DATA_DIR.format(dataset=wildcards.dataset),
         subset=EVAL["subset"],
         device=config["device"],
     resources:
         gpu=gpus_for,
+        mem_mb=gpu_or_cpu(16000, 4000),
+        runtime=240,
     log:
         f"{RUN_DIR}/predict.log",
     shell:
@@ -29,14 +32,18 @@ rule predict:
 
 rule score:
     conda:
-        ENV_FILE
+        CONDA_ENV_FILE
+    threads: SCORE_THREADS
+    resources:
+        mem_mb=4000,
+        runtime=120,
     input:
         pred=f"{RUN_DIR}/predictions.json",
         split=f"{DATA_DIR}/split.json",
     output:
         f"{RUN_DIR}/metrics.json",
     params:
-        cli=OBJGUIDED,
+        cli=CLI,
         data=lambda wildcards: DATA_DIR.format(dataset=wildcards.dataset),
         subset=EVAL["subset"],
         options=score_options,

@@ -4,7 +4,11 @@
 
 rule report:
     conda:
-        ENV_FILE
+        CONDA_ENV_FILE
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
     input:
         metrics=[f"{d}/metrics.json" for d in run_dirs()],
         speed=[f"{d}/speed.json" for d in run_dirs()],
@@ -17,7 +21,7 @@ rule report:
     output:
         report_targets(),
     params:
-        cli=OBJGUIDED,
+        cli=CLI,
         spec=as_json(report_spec()),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
