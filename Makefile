@@ -19,7 +19,7 @@ demo: env
 # One torch/OpenMP thread per test worker: two workers on two cores, no oversubscription (Snakemake does
 # the same for DAG jobs by setting OMP_NUM_THREADS to each rule's threads).
 test: env
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q --durations=12
 
 lint: env
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
