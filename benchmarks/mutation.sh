@@ -49,6 +49,7 @@ pytest_add_cli_args_test_selection =
     tests/test_paper_roi.py
     tests/test_paper_augment.py
     tests/test_paper_targets.py
+    tests/test_paper_postprocess.py
 use_git_change_detection = false
 EOF
 

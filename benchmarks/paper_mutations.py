@@ -35,7 +35,8 @@ SOURCE = [
      "return c2, [self.seg.c0_conv(images), c1, c2, c3, c4]", "return c2, [self.seg.c0_conv(images), c1, l1, l2, l3]"),
     ("wh_weight", "size-loss weight 0.1 -> 1", M + "config.py", "wh_weight: float = 0.1", "wh_weight: float = 1.0"),
     ("seg_weight", "seg-loss weight 2 -> 1", M + "config.py", "seg_weight: float = 2.0", "seg_weight: float = 1.0"),
-    ("point_weight", "point-loss weight 1 -> 0.5", M + "config.py", "point_weight: float = 1.0", "point_weight: float = 0.5"),
+    ("point_weight", "point-loss weight 1 -> 0.5", M + "config.py",
+     "point_weight: float = 1.0", "point_weight: float = 0.5"),
     ("off_weight_swap", "offset term weighted by the size weight", M + "network.py",
      "cfg.off_weight * off", "cfg.wh_weight * off"),
     ("hm_bias", "heatmap bias starts at 0 instead of -2.19", M + "layers.py",
@@ -74,14 +75,16 @@ SOURCE = [
     ("l1_norm", "L1 losses divided by objects, not 2 x objects", M + "losses.py",
      "return loss / (m.sum() + 1e-4)", "return loss / (m.sum() / 2 + 1e-4)"),
     ("k_beta", "refinement keeps floor(0.5 N) of 3N", M + "config.py", "beta: float = 0.75", "beta: float = 0.5"),
-    ("divisor", "N = HW // 4 instead of HW // 8", M + "config.py", "points_divisor: int = 8", "points_divisor: int = 4"),
+    ("divisor", "N = HW // 4 instead of HW // 8", M + "config.py",
+     "points_divisor: int = 8", "points_divisor: int = 4"),
     ("coverage", "uniform coverage points added (PointRend's), not in the code", M + "refine.py",
      "return torch.gather(pts, 1, idx.unsqueeze(2).expand(n, kept, 2))",
      "return torch.cat([torch.gather(pts, 1, idx.unsqueeze(2).expand(n, kept, 2)), pts[:, :drawn - kept]], 1)"),
     ("level1_after_pool", "level 1 = layer1 (after the max-pool) instead of conv1", M + "network.py",
      "return c2, [self.seg.c0_conv(images), c1, c2, c3, c4]",
      "return c2, [self.seg.c0_conv(images), F.interpolate(l1, scale_factor=2.0)[:, :c1.shape[1]], c2, c3, c4]"),
-    ("seg_mean_pixels", "seg term = mean over all pixels (large ROIs weigh more), not mean of ROI means", M + "losses.py",
+    ("seg_mean_pixels", "seg term = mean over all pixels (large ROIs weigh more), not mean of ROI means",
+     M + "losses.py",
      "per_roi.append(bce.flatten(1).mean(1))", "per_roi.append(bce.flatten())"),
 ]
 
@@ -99,7 +102,8 @@ RUNTIME = [
 ]
 
 FAST = ["tests/test_paper_architecture.py", "tests/test_paper_losses.py", "tests/test_paper_roi.py",
-        "tests/test_paper_augment.py", "tests/test_paper_targets.py"]
+        "tests/test_paper_augment.py", "tests/test_paper_targets.py",
+        "tests/test_paper_postprocess.py"]
 GOLDEN = ["tests/test_paper_golden.py"]
 
 

@@ -50,7 +50,8 @@ def _targets(size=64):
 
 def _conv(m, c_in, c_out, k):
     assert isinstance(m, nn.Conv2d), m
-    assert (m.in_channels, m.out_channels, m.kernel_size, m.padding, m.stride) == (c_in, c_out, (k, k), (k // 2, k // 2), (1, 1)), m
+    got = (m.in_channels, m.out_channels, m.kernel_size, m.padding, m.stride)
+    assert got == (c_in, c_out, (k, k), (k // 2, k // 2), (1, 1)), m
 
 
 def _combination(cm, c_deep, c_skip, norm):
@@ -97,7 +98,8 @@ def test_both_training_and_inference_crop_the_decoder_features(r18, monkeypatch,
     hooks = [getattr(r18, n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o))
              for n in ("dec_c2", "dec_c3", "dec_c4")]
     real = network.crop_groups
-    monkeypatch.setattr(network, "crop_groups", lambda feats, groups: cropped.append(list(feats)) or real(feats, groups))
+    monkeypatch.setattr(network, "crop_groups",
+                        lambda feats, groups: cropped.append(list(feats)) or real(feats, groups))
     x = torch.randn(1, 3, 64, 64) * 0.3
     try:
         if path == "training":
@@ -287,3 +289,51 @@ def test_imagenet_weights_are_torchvisions_v1_and_local_checkpoints_may_be_wrapp
     feats = resnet_features("resnet18", str(path))
     assert feats.weights_source == str(path)
     torch.testing.assert_close(feats.conv1.weight, ref["conv1.weight"])
+
+
+def test_config_accepts_the_papers_settings_and_rejects_impossible_ones():
+    """k > 0 and 0 < beta <= k (Table II's "uniform" is k = beta = 3; k = 1 is "uniform small"),
+    N = HW // D with D >= 1; the three backbones of the project (ResNet-50 is the paper's)."""
+    from objguided.models.config import ModelConfig as C
+
+    for ok in ({"k": 1.0, "beta": 1.0}, {"k": 3.0, "beta": 3.0}, {"k": 0.5, "beta": 0.25}, {"points_divisor": 1},
+               {"backbone": "resnet34"}, {"backbone": "resnet18"}):
+        C(pretrained=None, **ok)
+    for bad in ({"k": 0.0, "beta": 0.5}, {"k": -1.0, "beta": 0.5}, {"beta": 0.0}, {"k": 1.0, "beta": 1.5},
+                {"points_divisor": 0}, {"backbone": "resnet101"}, {"down_ratio": 8}):
+        with pytest.raises(ValueError):
+            C(pretrained=None, **bad)
+
+
+def test_combination_modules_default_to_batchnorm_and_heads_follow_head_width():
+    """The detection decoder's combination modules are BatchNorm (the default norm); ``head_width``
+    sets the hidden width of all three heads (256 in the paper)."""
+    cm = CombinationModule(4, 3)
+    assert isinstance(cm.up[1], nn.BatchNorm2d) and isinstance(cm.cat_conv[1], nn.BatchNorm2d)
+    net = ObjGuidedNet(ModelConfig(backbone="resnet18", pretrained=None, head_width=16))
+    for name in ("hm", "wh", "reg"):
+        assert getattr(net.heads, name)[0].out_channels == 16
+    for dec in (net.dec_c2, net.dec_c3, net.dec_c4):
+        assert isinstance(dec.up[1], nn.BatchNorm2d)
+
+
+def test_a_checkpoint_that_does_not_fit_falls_back_to_random_init_with_one_warning(tmp_path, caplog):
+    """Missing keys (or unexpected ones) mean the weights are not the backbone's: one warning, random
+    init, ``weights_source == "random"`` (never a silently half-loaded backbone)."""
+    import logging
+
+    import torchvision
+
+    from objguided.models.backbone import resnet_features
+
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    missing = {k: v for k, v in state.items() if not k.startswith("layer4.1.")}
+    extra = {**state, "layer5.weight": torch.zeros(1)}
+    for i, bad in enumerate((missing, extra)):
+        path = tmp_path / f"bad{i}.pth"
+        torch.save(bad, path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            feats = resnet_features("resnet18", str(path))
+        assert feats.weights_source == "random"
+        assert sum("training from scratch" in r.getMessage() for r in caplog.records) == 1

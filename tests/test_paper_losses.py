@@ -391,3 +391,5 @@ def test_point_selection_defaults_are_the_papers():
     b = select_uncertain_points(probs, 3.0, 0.75, 8, generator=g2)
     assert a.shape == (1, 24, 2) and torch.equal(a, b)
     assert select_uncertain_points(torch.rand(2, 1, 2, 3)).shape == (2, 0, 2)  # N = 0: no point
+    # Table II's k = beta = 1 on a 3 x 3 ROI: N = 1, one point drawn and kept
+    assert select_uncertain_points(torch.rand(2, 1, 3, 3), 1.0, 1.0, 8).shape == (2, 1, 2)

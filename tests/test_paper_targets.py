@@ -79,6 +79,10 @@ def test_empty_masks_and_the_object_cap_skip_only_themselves():
     t = build_targets(m, ModelConfig(backbone="resnet18", pretrained=None, max_objects=2))
     assert len(t["boxes"]) == 4 and len(t["roi_masks"]) == 4 and t["reg_mask"].sum() == 2
     assert (t["hm"] == 1).sum() == 2
+    with pytest.raises(ValueError, match="divisible"):
+        build_targets(np.zeros((1, 64, 62), bool), CFG)  # the heatmap is the input / 4
+    with pytest.raises(ValueError, match="divisible"):
+        build_targets(np.zeros((1, 62, 64), bool), CFG)
     none = build_targets(np.zeros((0, 64, 64), bool), CFG)
     assert none["roi_masks"].shape == (0, 64, 64) and none["boxes"].shape == (0, 4) and none["reg_mask"].sum() == 0
 
