@@ -22,7 +22,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Iterator, Literal, Union
 
 import jsonschema
 import yaml
@@ -367,11 +367,20 @@ def check_params(config: dict) -> None:
             method = methods.get(name)
         except ConfigError as exc:
             raise ConfigError(f"methods.{name}: {exc}") from None
-        shared = spec.get("params", {})
-        for variant, vspec in spec.get("variants", {"default": {}}).items():
+        for variant, vspec, params in variants_of(spec):
             own = vspec.get("params", {})
-            method.make_config({**shared, **own}, where=f"methods.{name}.params",
+            method.make_config(params, where=f"methods.{name}.params",
                                key_where=dict.fromkeys(own, f"methods.{name}.variants.{variant}.params"))
+
+
+def variants_of(method_spec: dict) -> Iterator[tuple[str, dict, dict]]:
+    """A configured method's (variant, its spec, its params: the method's shared params, the variant's own on top).
+
+    >>> list(variants_of({"params": {"lr": 1, "k": 2}, "variants": {"v": {"params": {"k": 3}}}}))
+    [('v', {'params': {'k': 3}}, {'lr': 1, 'k': 3})]
+    """
+    for variant, vspec in method_spec.get("variants", {"default": {}}).items():
+        yield variant, vspec, {**method_spec.get("params", {}), **vspec.get("params", {})}
 
 
 def configfiles_on_command_line(argv: list[str]) -> list[str]:
@@ -414,8 +423,7 @@ def runs(config: dict, methods_filter=None) -> list[dict]:
         for method, mspec in config["methods"].items():
             if "datasets" in mspec and dataset not in mspec["datasets"]:
                 continue
-            for variant, vspec in mspec.get("variants", {"default": {}}).items():
-                params = {**mspec.get("params", {}), **vspec.get("params", {})}
+            for variant, vspec, params in variants_of(mspec):
                 label = vspec.get("label") or (method if variant == "default" else f"{method}/{variant}")
                 for seed in config["seeds"]:
                     out.append({"dataset": dataset, "method": method, "variant": variant, "seed": seed,

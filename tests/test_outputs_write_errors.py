@@ -107,7 +107,7 @@ def disk_full(monkeypatch, folder: Path, free: int = 0) -> None:
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", fake_write)
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: free, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: free)
 
 
 def no_inference(monkeypatch) -> list:
@@ -137,7 +137,7 @@ def one_line(capsys) -> str:
 
 def test_write_json_on_a_full_disk_names_the_path_and_the_size(tmp_path, monkeypatch):
     full_writes(monkeypatch, errno.ENOSPC)
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: 1000, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 1000)
     out = tmp_path / "metrics.json"
     with pytest.raises(ObjguidedError) as info:
         write_json(out, "x" * 2046)  # 2049 bytes with the quotes and the newline
@@ -150,7 +150,7 @@ def test_quota_and_permission(tmp_path, monkeypatch):
     for code, text in [(errno.EDQUOT, "the disk quota is exceeded (needs 2 B; 5 B free in {d}); " + ADVICE_FULL),
                        (errno.EACCES, "permission denied in {d}; write the outputs to a folder you may write")]:
         full_writes(monkeypatch, code)
-        monkeypatch.setattr(atomic, "_free_bytes", lambda where: 5, raising=False)
+        monkeypatch.setattr(atomic, "free_bytes", lambda where: 5)
         with pytest.raises(ObjguidedError) as info:
             write_json(tmp_path / "a.json", 1)
         assert str(info.value) == f"{tmp_path / 'a.json'}: cannot write: " + text.format(d=tmp_path)
@@ -167,7 +167,7 @@ def test_torch_save_on_a_full_disk_is_no_enforce_fail(tmp_path, monkeypatch, tex
         raise RuntimeError(text)
 
     monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: 0, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 0)
     out = tmp_path / "run" / "model.pt"
     with pytest.raises(ObjguidedError) as info:
         save_model(out, {"format": "x"})
@@ -175,7 +175,7 @@ def test_torch_save_on_a_full_disk_is_no_enforce_fail(tmp_path, monkeypatch, tex
                                f"{ADVICE_FULL}")
     assert list(out.parent.iterdir()) == []
     # the same error with plenty of room: not called a full disk, still one line without PyTorch's text
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: 50 * 2**30, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 50 * 2**30)
     with pytest.raises(ObjguidedError) as info:
         save_model(out, {"format": "x"})
     assert str(info.value) == (f"{out}: cannot write: the write failed part-way through (50.0 GiB free in "
@@ -217,7 +217,7 @@ def test_cli_train_on_a_full_disk(tiny, tmp_path, monkeypatch, capsys):
         raise RuntimeError(TORCH_FULL)
 
     monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: 0, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 0)
     out = tmp_path / "run" / "model.pt"
     assert main(["train", "--method", "watershed", "--data", str(data), "--split", str(data / "split.json"),
                  "--device", "cpu", "--out", str(out)]) == 2
@@ -229,7 +229,7 @@ def test_cli_train_on_a_full_disk(tiny, tmp_path, monkeypatch, capsys):
 def test_cli_split_on_a_full_disk(tiny, tmp_path, monkeypatch, capsys):
     data, _ = tiny
     full_writes(monkeypatch, errno.ENOSPC)
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: 0, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 0)
     out = tmp_path / "split.json"
     assert main(["split", "--data", str(data), "--out", str(out)]) == 2
     line = one_line(capsys)
@@ -312,7 +312,7 @@ def test_cli_stray_os_write_error_is_one_line(tiny, tmp_path, monkeypatch, capsy
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache.bin"))
 
     monkeypatch.setattr(run, "time_run", stray)
-    monkeypatch.setattr(atomic, "_free_bytes", lambda where: 0, raising=False)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 0)
     assert main(["time", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "s.json")]) == 2
     assert one_line(capsys) == (f"objguided time: error: {tmp_path / 'cache.bin'}: cannot write: no space left on "
                                 f"the device (0 B free in {tmp_path}); {ADVICE_FULL}")

@@ -65,6 +65,7 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from objguided.engine.atomic import free_bytes
 from objguided.errors import ConfigError, DataError
 
 log = logging.getLogger("objguided.fetch")
@@ -589,13 +590,8 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 def _free_bytes(folder: Path) -> str:
     """Free bytes on ``folder``'s disk, for a message (a raw folder that could not be made: its parent's)."""
-    folder = Path(os.path.abspath(folder))
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        return f"{shutil.disk_usage(folder).free:,}"
-    except OSError:
-        return "an unknown number of"
+    free = free_bytes(folder)
+    return f"{free:,}" if free is not None else "an unknown number of"
 
 
 def _disk_full_message(dest: Path, part: Path, url: str, written: int | None, total: int | None) -> str:

@@ -51,14 +51,15 @@ def human_bytes(n: int) -> str:
     raise AssertionError  # unreachable
 
 
-def _free_bytes(folder: Path) -> int | None:
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent); None when the system won't say."""
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(nearest_existing(folder)).free
     except OSError:
         return None
 
 
-def _existing(folder: Path) -> Path:
+def nearest_existing(folder: str | os.PathLike) -> Path:
     """``folder`` or its nearest existing parent (where a failed mkdir stopped)."""
     folder = Path(folder)
     if folder.exists():
@@ -83,18 +84,18 @@ def output_error(path: str | os.PathLike, exc: BaseException, *, size: int | Non
     True
     """
     path = Path(path)
-    folder = _existing(path.parent)
+    folder = nearest_existing(path.parent)
     code = exc.errno if isinstance(exc, OSError) else None
     if errnos is not None and code not in errnos:
         return None
     if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITER):
-        free = _free_bytes(folder)
+        free = free_bytes(folder)
         if free is None or free >= _FULL_BELOW:  # not a full disk (an I/O error, a quota): say what we know
             return OutputError(f"{path}: cannot write: the write failed part-way through "
                                f"({_free_text(free, partial, folder)}); check the disk, then re-run")
         code = errno.ENOSPC
     if code in _NO_SPACE:
-        free = _free_bytes(folder)
+        free = free_bytes(folder)
         need = f"needs {human_bytes(size)}; " if size is not None else ""
         return OutputError(f"{path}: cannot write: {_NO_SPACE[code]} ({need}{_free_text(free, partial, folder)}); "
                            "free some space or write the outputs elsewhere, then re-run")

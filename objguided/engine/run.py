@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import methods
 from objguided.data.canonical import CanonicalDataset
-from objguided.engine.atomic import atomic_path, write_json
+from objguided.engine.atomic import atomic_path, check_writable, write_json
 from objguided.engine.device import claim_device
 from objguided.engine.provenance import describe_device, provenance
 from objguided.engine.seeding import seed_everything
@@ -112,7 +112,6 @@ def predict_run(model_path: str | Path, data_root: str | Path, split_path: str |
     The output folders are probed first (:func:`~objguided.engine.atomic.check_writable`): a full or read-only
     disk stops the run before the inference pass, with one line naming the path, not after it.
     """
-    from objguided.engine.atomic import check_writable
     from objguided.metrics.coco import encode_instances, write_predictions
 
     record = load_model(model_path)
@@ -186,8 +185,6 @@ def time_run(model_path: str | Path, data_root: str | Path, split_path: str | Pa
         raise DataError(f"{data_root}: no images in '{subset}' to time")
     if len(ids) == 1:
         ids = ids * 2  # the first timing is dropped, so a one-image subset is timed twice
-    from objguided.engine.atomic import check_writable
-
     check_writable(out_path)  # before the timed pass, not after it
     images = [dataset.image(i) for i in ids]
     with claim_device(device) as dev:

@@ -1,11 +1,13 @@
 # Config loading and the helpers every rule file uses.
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
 
 from snakemake.logging import logger
+from snakemake.settings.types import DeploymentMethod
 
 import methods
 from objguided.config import configfiles_on_command_line, runs, validate_config
@@ -161,9 +163,7 @@ def report_spec():
     }
 
 
-# ---- Issue 18: the software environment and what each job asks a cluster for (README, "On a SLURM cluster") ----
-from snakemake.settings.types import DeploymentMethod
-
+# ---- the software environment and what each job asks a cluster for (README, "On a SLURM cluster") ----
 # --use-conda: every job runs in the environment of environment.yml, which Snakemake creates under .snakemake/conda,
 # and calls that environment's own python. Snakemake creates it from a copy of the file in that folder, where the
 # file's `-e .` would name the wrong folder: the copy it is given (conda_env_file) names this checkout by its
@@ -178,8 +178,6 @@ def conda_env_file(checkout=workflow.basedir, folder=".snakemake/objguided"):
     source = Path(checkout) / "environment.yml"
     if not USE_CONDA:
         return str(source)  # never created; Snakemake only records its text
-    import re
-
     text, n = re.subn(r"(?m)^(\s*-\s+-e\s+)\.(?=\s|$)", lambda m: m.group(1) + str(Path(checkout).resolve()),
                       source.read_text())
     if n != 1:
