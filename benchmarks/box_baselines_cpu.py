@@ -39,8 +39,8 @@ from cpu_speed import append_section, time_alternately  # noqa: E402
 
 def predictor(name: str, detections: int, device: str = "cpu", backbone: str = "resnet50"):
     """An untrained ``name`` network (reference config) as a function image -> instances."""
-    import methods
-    from methods._torchvision_detection import predict_detector
+    import objguided_methods as methods
+    from objguided_methods._torchvision_detection import predict_detector
 
     method = methods.get(name)
     cfg = method.make_config({"backbone": backbone, "pretrained": "none", "box_score_thresh": 0.0,
@@ -49,9 +49,9 @@ def predictor(name: str, detections: int, device: str = "cpu", backbone: str = "
                               "rpn_post_nms_top_n_test": max(1000, detections)})
     torch.manual_seed(0)
     if name == "mask_rcnn":
-        from methods.mask_rcnn import build_model
+        from objguided_methods.mask_rcnn import build_model
     else:
-        from methods._pointrend_net import build_model
+        from objguided_methods._pointrend_net import build_model
     model = build_model(cfg).to(device).eval()
     return lambda image: next(predict_detector(model, [image], cfg, device))
 

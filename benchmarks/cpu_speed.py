@@ -6,7 +6,7 @@
 Both networks are untrained (no weights can be downloaded here), so the number of detections is forced
 to be realistic and equal-ish for the two:
 
-- **Ours**: the paper's inference path (letterbox to 512, ``detect``, ``to_instances`` with mask NMS)
+- **Ours**: the paper's inference path (resize to 512, ``detect``, ``to_instances`` with mask NMS)
   with the score threshold at 0 and top-K = ``--detections``, so exactly K heatmap peaks become
   detections; the untrained size head would give boxes of about 0 px (no ROI at all), so the sizes the
   decoder reads come from a fixed random map of box sizes uniform in 8-40 px (the nuclei range of DSB2018;
@@ -66,9 +66,9 @@ def _force_sizes(net, seed: int = 0) -> None:
 def forced_ours(device: str, top_k: int = 100, backbone: str = "resnet50", size: int = 512, refine: bool = True,
                 sparse_heads: bool = True):
     """A predictor image -> instances of an untrained network with ``top_k`` forced detections."""
-    from methods.objguided import ObjGuidedConfig, predict_with
     from objguided.models.config import ModelConfig
     from objguided.models.network import ObjGuidedNet
+    from objguided_methods.objguided import ObjGuidedConfig, predict_with
 
     torch.manual_seed(0)
     net = ObjGuidedNet(ModelConfig(backbone=backbone, pretrained=None, refine=refine, sparse_heads=sparse_heads))

@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
 
 
 def dcan_runner(width: int, batch_norm: bool = False):
-    from methods.dcan import DCANConfig, build_net, contour_target, instances_from, probability_maps, segment
+    from objguided_methods.dcan import DCANConfig, build_net, contour_target, instances_from, probability_maps, segment
 
     torch.manual_seed(0)
     net = build_net(width, batch_norm).eval()
@@ -61,7 +61,13 @@ def dcan_runner(width: int, batch_norm: bool = False):
 
 
 def cosine_runner(levels: int, filters: int):
-    from methods.cosine_embedding import CosineEmbeddingConfig, build_net, cluster, embeddings_of, instances_from
+    from objguided_methods.cosine_embedding import (
+        CosineEmbeddingConfig,
+        build_net,
+        cluster,
+        embeddings_of,
+        instances_from,
+    )
 
     torch.manual_seed(0)
     net = build_net(levels, filters, 16).eval()

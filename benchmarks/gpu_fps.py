@@ -5,14 +5,14 @@ r"""FPS of Ours, Mask R-CNN and PointRend on the DSB2018 test split, the paper's
         --mask-rcnn MASK_RCNN_MODEL.pt --pointrend POINTREND_MODEL.pt   # trained (objguided train outputs)
     .venv/bin/python benchmarks/gpu_fps.py --device cpu --limit 3 --data DATA --out /tmp/x.md   # smoke
 
-Protocol (REFERENCE.md section 2, as ``objguided time``): batch 1, images read into memory first, the
+Protocol (docs/protocol.md, as ``objguided time``): batch 1, images read into memory first, the
 time of an image is from asking for it to having its final instances (forward, decoding, ROI
 segmentation, post-processing; CUDA synchronised), the first image is dropped, FPS = 1 / mean. The
 methods are timed one after the other, each over all the images.
 
 - **Ours**: the trained model file given by ``--ours`` (an ``objguided train`` output), else an
   untrained ResNet-50 network with realistic detections forced as in benchmarks/cpu_speed.py
-  (threshold 0, top-K 500, box sizes forced to 8-40 px). The paper's inference path (letterbox 512).
+  (threshold 0, top-K 500, box sizes forced to 8-40 px). The paper's inference path (resize to 512).
 - **Mask R-CNN** (``mask_rcnn``) and **PointRend** (``pointrend``): one code path for both torchvision
   detectors. Each network is built once (``methods.mask_rcnn.build_model`` /
   ``methods._pointrend_net.build_model``) and every image is timed as
@@ -74,13 +74,13 @@ def timed(predict, images, device: str) -> tuple[float, list[float], list[int]]:
 def detector(name: str, model_path: str | None, device: str, detections: int = DETECTIONS):
     """``(predict, cfg, what)`` of the torchvision detector ``name`` (``mask_rcnn`` | ``pointrend``): the
     network built once, ``predict(image) -> instances`` through the methods' shared ``predict_detector``."""
-    import methods
-    from methods._torchvision_detection import predict_detector, rebuild_backbone, state_model
+    import objguided_methods as methods
+    from objguided_methods._torchvision_detection import predict_detector, rebuild_backbone, state_model
 
     if name == "mask_rcnn":
-        from methods.mask_rcnn import build_model
+        from objguided_methods.mask_rcnn import build_model
     else:
-        from methods._pointrend_net import build_model
+        from objguided_methods._pointrend_net import build_model
     method = methods.get(name)
     if model_path:
         record = load_model(model_path)
@@ -127,8 +127,8 @@ def main(argv=None) -> int:
 
     # Ours
     if args.ours:
-        import methods
-        from methods.objguided import build_net, predict_with
+        import objguided_methods as methods
+        from objguided_methods.objguided import build_net, predict_with
 
         record = load_model(args.ours)
         cfg = methods.get("objguided").make_config(record["params"])

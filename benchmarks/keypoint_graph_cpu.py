@@ -39,11 +39,11 @@ if str(REPO) not in sys.path:
 
 
 def main(argv=None) -> int:
-    from methods._keypoint_graph_core import decode_scale, nms
-    from methods._keypoint_graph_net import SCALES, KeypointGraphNet
-    from methods.keypoint_graph import KeypointGraphConfig, build_targets, rgb3
     from objguided.data.synthetic import generate
     from objguided.models.preprocess import prepare
+    from objguided_methods._keypoint_graph_core import decode_scale, nms
+    from objguided_methods._keypoint_graph_net import SCALES, KeypointGraphNet
+    from objguided_methods.keypoint_graph import KeypointGraphConfig, build_targets, rgb3
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=3)

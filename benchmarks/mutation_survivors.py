@@ -31,6 +31,8 @@ RULES = [
      == _strip(n, r"\"[^\"]*\"|f\"[^\"]*\"|\bNone\b|\w+\(exc\)|type\(\w+\)\.__name__|\[:\d\]|\bname\b|\bpretrained\b")),
     ("inplace", "`nn.ReLU(inplace=...)`: in-place or not, the same numbers",
      lambda o, n: _strip(o, r"inplace=\w+") == _strip(n, r"inplace=\w+")),
+    ("reshape", "`reshape(-2, ...)` for `reshape(-1, ...)`: numpy takes any negative size as 'infer'",
+     lambda o, n: o != n and o.replace("reshape(-1", "reshape(-2") == n),
     ("default_kw", "a keyword argument dropped or set to a value that equals the callee's default "
      "(grid_sample's mode 'bilinear' / padding 'zeros', interpolate's align_corners False, min_overlap 0.7)",
      lambda o, n: _strip(o, r",? ?(mode=\"bilinear\"|padding_mode=\"zeros\"|align_corners=(False|None)|0\.7)")
@@ -103,12 +105,79 @@ _MANUAL_GROUPS = [
     ("targets.x_gaussian_kernel", [26, 27, 28, 29, 30], "the eps cut never fires: the smallest kernel value is "
      "exp(-36 r^2 / (2r+1)^2) >= e^-9, far above eps * max = 2.2e-16"),
     ("targets.x_largest_component", [25], "recomputing the crop of the only component gives the same crop"),
+    ("postprocess.x__axis_weights", [27], "one more all-zero column in the touched window: the same canvas and masks"),
+    ("postprocess.x__axis_weights", [28], "hi == lo gives an (n, 0) vote matrix on both branches"),
+    ("postprocess.x__axis_weights", [30], "a ROI wholly outside the canvas: a window of zeros instead of an empty one; "
+     "nothing reaches a threshold > 0 and splat's slice of it is zeros"),
+    ("postprocess.x_splat_window", [12], "reshape(None) of the 4-vector roi_box: unchanged (callers pass one box)"),
+    ("postprocess.x__tight", [20, 36], "the placeholder score: to_instances sets cand.score before any use"),
+    ("postprocess.x__iou", [89, 91, 93], "union > 0 always: every candidate holds a pixel (its box is its tight box), "
+     "so union >= 1"),
+    ("postprocess.x_mask_nms", [40], "break when no candidate after this one is alive: the loop would only skip them"),
+    ("postprocess.x_mask_nms", [43],
+     "the box pre-filter widened: it only saves _iou calls, and _iou returns 0 for boxes "
+     "that do not overlap on both axes (paper: ix2 < ix1 or iy2 < iy1; code: the authors' pre-check)"),
+    ("postprocess.x_mask_nms", [77], "None stored in a bool array is False"),
+    ("postprocess.x_to_instances", [9], "reshape(None) of the 1-D score vector: unchanged"),
+    ("postprocess.x_to_instances", [73], "> vs >= 1 - 1e-9: a bilinear value of a 0/1 canvas equal to that float does "
+     "not arise (the tolerance is there for values a rounding below 1)"),
+    ("postprocess.x_to_instances", [84], "window_to_orig's default mode is 'nearest', the value passed"),
+    ("postprocess.x_to_instances", [89], "a nearest resize of a 0/1 window holds only 0 and 1: > 0.5 and >= 0.5 agree"),
+    ("preprocess.xǁFrameǁorig_range", [1, 8, 10, 17, 19], "a wider safety range: more original pixels visited, "
+     "each 0 (resampled from outside the window); the same output"),
+    ("preprocess.xǁFrameǁwindow_to_orig", [16, 17, 22, 23], "an empty range gives an empty result of another "
+     "empty shape ((0, k), (1, 0), (0, 1)): no pixel either way"),
+    ("preprocess.xǁFrameǁwindow_to_orig", [88, 95, 100, 107], "the upper clamp dropped or at S + 1: sample "
+     "coordinates stay below S - 0.5, and one in (S - 1, S - 0.5) puts its two taps on S - 1 (i1 is clamped), "
+     "weights summing to 1: the value of the clamped coordinate"),
+    ("preprocess.xǁFrameǁwindow_to_orig", [121], "i1 = S only when the coordinate is clamped to S - 1 exactly: "
+     "its weight f is 0"),
+    ("preprocess.x_prepare", [134], "align_corners dropped: grid_sample's default is False, the value passed"),
+    ("objguided.data.augment.x__warp_2d", [20, 28, 34],
+     "prefilter only acts for spline orders > 1; the warps are order 0 or 1"),
+    ("objguided.data.augment.x__warp_2d", [26, 27],
+     "affine_transform's defaults: mode 'constant', cval 0.0, the values passed"),
+    ("objguided.data.augment.x_augment", [37], "warp_crop's default order is 1, the value passed"),
+    ("objguided.data.augment.x_augment", [55],
+     "labels warped as float64 instead of int32 (order 0): the same ids, the same masks"),
+    ("objguided.data.augment.x_augment", [79],
+     "no instance: a (1, S, S) all-False placeholder, dropped by the next line's any() filter"),
+    ("objguided.data.augment.x_augment", [89], "reshape(n, -2): numpy takes any negative size as 'infer'"),
+    ("objguided.data.augment.x_border", [4],
+     "b >= 0 instead of b > 0: at b = 0 the loop ends anyway (n - 0 > 0 for n >= 1)"),
+    ("objguided.data.augment.x_crop_params", [18, 25, 26, 27, 28, 31, 38, 39, 40, 41],
+     "the else branch (centre at n // 2) is "
+     "unreachable: border(n) returns b with n - b > b for every n >= 1 (or b = 0)"),
+    ("objguided.data.augment.x_crop_params", [44], "rng.random() equal to 0.5 exactly: probability 2^-53"),
+    ("objguided.data.augment.x_warp_crop", [5, 7],
+     "nearest warp on a float32 copy of a bool mask / int label map (< 2^24): the same "
+     "values after the cast back"),
+    ("objguided.data.augment.x_warp_crop", [9], "scipy's nearest warp of a bool array equals that of its uint8 copy"),
+    ("objguided.data.augment.x_warp_crop", [61], "rounding and clipping the integer values of a nearest warp: a no-op"),
+    ("objguided.data.augment.x_warp_crop", [67, 68],
+     "bilinear values lie between the input's values and cval 0: the clip never acts"),
+    ("objguided_methods.objguided.x_train_config", [18], "TrainConfig's default optimizer is 'adam', the value passed"),
+    ("objguided_methods.objguided.xǁTrainSamplesǁencode", [21],
+     "prepare's default mode is 'stretch', the value passed"),
+    ("objguided_methods.objguided.xǁObjGuidedǁpredict", [3, 9],
+     "device None: .to(None) keeps the CPU tensors where they are"),
+    ("objguided.data.augment.x_crop_params", [10, 12],
+     "the scales' dtype left to numpy: the same numbers, float() of the choice"),
+    ("objguided.data.augment.x_warp_crop", [51, 53],
+     "> 0.5 instead of > 0 on a nearest warp of a 0/1 mask: the values are 0 or 1"),
     ("targets.x_gaussian_radius", list(range(1, 80)), "exhaustively equivalent on the radius' domain: every (ceil h, "
      "ceil w) in 1..128 gives the same int radius, and the exact value matches at 4 sizes "
      "(test_gaussian_radius_equals_centernets_over_every_box_of_a_512_input); these mutants only change r1 or r2, "
      "which are never the smallest root there"),
 ]
-MANUAL: dict[str, str] = {f"objguided.models.{fn}__mutmut_{i}": why for fn, ids, why in _MANUAL_GROUPS for i in ids}
+
+
+def _full(fn: str) -> str:
+    """Functions of objguided/models are named without the package; others by their full module path."""
+    return fn if fn.startswith(("objguided.", "objguided_methods.")) else f"objguided.models.{fn}"
+
+
+MANUAL: dict[str, str] = {f"{_full(fn)}__mutmut_{i}": why for fn, ids, why in _MANUAL_GROUPS for i in ids}
 
 
 def parse(path):

@@ -56,7 +56,7 @@ def _dataset(root: Path, n: int, size: int, seed: int):
 
 def trained_peer(name: str, params: dict, train_set, workdir: Path):
     """(predictor image -> instances, seconds spent training) for a briefly trained ``name``."""
-    import methods
+    import objguided_methods as methods
 
     method = methods.get(name)
     cfg = method.make_config(params)
@@ -65,11 +65,11 @@ def trained_peer(name: str, params: dict, train_set, workdir: Path):
     state = method.train(train_set, train_set, cfg, workdir / name, "cpu")
     seconds = time.perf_counter() - started
     if name == "cellpose":
-        from methods.cellpose import load_model, predict_with
+        from objguided_methods.cellpose import load_model, predict_with
 
         model = load_model(state, "cpu")
         return (lambda image: next(predict_with(model, [image], cfg, state["diam_labels"]))), seconds, state
-    from methods.stardist import load_model, predict_with
+    from objguided_methods.stardist import load_model, predict_with
 
     model = load_model(state)
     return (lambda image: next(predict_with(model, [image], cfg, state["thresholds"]))), seconds, state

@@ -11,8 +11,8 @@ import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
-from methods.base import Instance, Method
 from objguided.errors import ConfigError
+from objguided_methods.base import Instance, Method
 
 _REGISTRY: dict[str, Method] = {}
 _ENTRY_POINTS_LOADED = False

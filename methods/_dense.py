@@ -17,8 +17,11 @@ Not a method (the leading underscore keeps it out of the registry). It holds wha
   the whole image letterboxed to ``input_size``, nothing random. The method turns the cropped label map
   into its targets (``make_targets(labels, rng)``).
 - **Tuning** (:func:`tune`): the network runs once per val image; a grid of post-processing parameters
-  is scored on those maps with :func:`methods.watershed.proxy_score` (the mean over IoU 0.5:0.95 of
-  TP / (TP + FP + FN), a fast proxy for APseg) and the best is kept (first in grid order on ties).
+  is scored on those maps with :func:`objguided_methods.watershed.proxy_score` (the mean over IoU 0.5:0.95 of
+  TP / (TP + FP + FN), a fast proxy for APseg) and the best is kept (first in grid order on ties),
+  with a progress line in the run's log at most every 10 s. :func:`tune_widened` then grows an axis whose
+  best value lies on its grid's edge, up to ``max_widen`` steps (:func:`objguided_methods._tuning.widen`), and
+  returns what happened (kept in the state as ``tuning.widening``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from scipy import ndimage as ndi
 
 from objguided.config import Count, Len, NonNegFloat, PosFloat, PosInt
 from objguided.errors import ConfigError
+from objguided_methods._tuning import Axis, Progress, widen
+from objguided_methods.base import TrainSamples, cpu_state, fit_samples, read_pairs
 
 
 @dataclass
@@ -43,6 +48,7 @@ class DenseTrainFields:
 
     epochs: PosInt = 100000  # an upper bound: max_steps is the budget
     max_steps: PosInt | None = 40000  # optimizer steps in all
+    budget_seconds: PosFloat | None = None  # stop once training has used this much CPU/GPU time (the trainer's)
     batch_size: PosInt = 8
     lr: PosFloat = 1e-4
     weight_decay: NonNegFloat = 0.0
@@ -63,6 +69,7 @@ class DenseTrainFields:
     # -- tuning of the post-processing on the val split --
     tune_on: Literal["val", "none"] = "val"  # none: keep the configured post-processing parameters
     max_tune_images: Count = 16  # 0 = all val images
+    max_widen: Count = 3  # steps an axis may grow past its grid's edge when the best lies there; 0 = never
 
 
 def check_input_size(cfg: DenseTrainFields, where: str, multiple: int) -> None:
@@ -76,16 +83,13 @@ def train_config(cfg: DenseTrainFields):
     """The shared trainer's TrainConfig for a dense baseline's config."""
     from objguided.engine.trainer import TrainConfig
 
-    kwargs = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr),
-                  weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer, amp=cfg.amp,
-                  num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
-                  checkpoint_min_seconds=float(cfg.checkpoint_min_seconds), max_steps=cfg.max_steps,
-                  log_every=cfg.log_every, grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip),
-                  progress=cfg.progress)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if cfg.lr_milestones and "lr_milestones" in names:  # forward-compatible with a step schedule
-        kwargs.update(lr_milestones=[int(m) for m in cfg.lr_milestones], lr_gamma=float(cfg.lr_gamma))
-    return TrainConfig(**kwargs)
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr),
+                       weight_decay=float(cfg.weight_decay), optimizer=cfg.optimizer, amp=cfg.amp,
+                       num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
+                       checkpoint_min_seconds=float(cfg.checkpoint_min_seconds), max_steps=cfg.max_steps,
+                       log_every=cfg.log_every, grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip),
+                       progress=cfg.progress, lr_milestones=[int(m) for m in cfg.lr_milestones],
+                       lr_gamma=float(cfg.lr_gamma), budget_seconds=cfg.budget_seconds)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,57 +164,31 @@ def random_sample(img: np.ndarray, labels: np.ndarray, size: int, rng: np.random
     return np.ascontiguousarray(out, np.float32), np.ascontiguousarray(lab, np.int32)
 
 
-class DenseSamples:
-    """A torch-style dataset over in-memory (image, labels) pairs, indexed by ``(index, sample_seed)``.
-
-    Each item: (image tensor [3, S, S], dict of target tensors from ``make_targets(labels, rng)``).
-    """
+class DenseSamples(TrainSamples):
+    """Item: (image tensor [3, S, S], dict of target tensors from ``make_targets(labels, rng)``); the pairs
+    are kept prepared (:func:`prepare_image`), and ``loss`` is the method's own."""
 
     def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], cfg: DenseTrainFields,
-                 make_targets: Callable[[np.ndarray, np.random.Generator], dict]):
-        self.images = [prepare_image(image, cfg.input_sigma) for image, _ in pairs]
-        self.labels = [np.asarray(labels, np.int32) for _, labels in pairs]
-        self.cfg, self.make_targets = cfg, make_targets
+                 make_targets: Callable[[np.ndarray, np.random.Generator], dict], loss: Callable):
+        super().__init__([(prepare_image(image, cfg.input_sigma), np.asarray(labels, np.int32))
+                          for image, labels in pairs], cfg)
+        self.make_targets, self.loss = make_targets, loss
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def sample(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
-        rng = np.random.default_rng(seed)
-        img, lab = random_sample(self.images[index], self.labels[index], self.cfg.input_size, rng,
-                                 self.cfg.crop_scales, self.cfg.augment)
-        return img, lab, rng
-
-    def __getitem__(self, item):
+    def encode(self, image, labels, rng):
         import torch
 
-        index, seed = item
-        img, lab, rng = self.sample(index, seed)
+        img, lab = random_sample(image, labels, self.cfg.input_size, rng, self.cfg.crop_scales, self.cfg.augment)
         targets = self.make_targets(lab, rng)
         return to_tensor(img), {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in targets.items()}
 
+    @staticmethod
+    def collate(batch):
+        """Images and every target stacked into one tensor each."""
+        import torch
 
-def collate(batch):
-    import torch
-
-    images = torch.stack([b[0] for b in batch])
-    keys = batch[0][1].keys()
-    return images, {k: torch.stack([b[1][k] for b in batch]) for k in keys}
-
-
-def fit_dense(net, samples: DenseSamples, loss_fn, cfg: DenseTrainFields, workdir: Path | None, device: str,
-              run_key: dict):
-    """Train ``net`` with the shared trainer on ``samples`` (resumable in ``workdir``); returns it in eval mode."""
-    import torch
-
-    from objguided.engine.trainer import fit, make_loader
-
-    tcfg = train_config(cfg)
-    seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
-    batches = lambda epoch: make_loader(samples, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
-                                        num_workers=tcfg.num_workers, collate_fn=collate)
-    workdir = Path(workdir) if workdir is not None else Path.cwd()
-    return fit(net, batches, loss_fn, tcfg, workdir, device, run_key={**run_key, "seed": seed}), tcfg
+        images = torch.stack([b[0] for b in batch])
+        keys = batch[0][1].keys()
+        return images, {k: torch.stack([b[1][k] for b in batch]) for k in keys}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -246,31 +224,58 @@ def grid(spec: dict[str, Sequence]) -> list[dict]:
 
 def tune(maps: Sequence[Any], truths: Sequence[np.ndarray], combos: list[dict],
          segment: Callable[[Any, dict], Any], finish_combos: list[dict] | None = None,
-         finish: Callable[[Any, Any, dict], np.ndarray] | None = None) -> tuple[dict, float, list[dict], float]:
+         finish: Callable[[Any, Any, dict], np.ndarray] | None = None,
+         what: str | None = None) -> tuple[dict, float, list[dict], float]:
     """Score every combination on the val maps; returns (best params, best score, table, seconds).
 
     ``segment(map, params)`` gives a label map, or, when ``finish`` is given, an intermediate result that
     ``finish(map, intermediate, finish_params)`` turns into a label map for each of ``finish_combos``
     (the costly step runs once per combination of ``combos``). The best is the first maximum in grid order.
+    ``what`` names the progress lines (:class:`objguided_methods._tuning.Progress`; None: silent).
     """
-    from methods.watershed import proxy_score
+    from objguided_methods.watershed import proxy_score
 
     t0 = time.perf_counter()
     finals = finish_combos if finish is not None else [{}]
     table = [{**c, **f} for c in combos for f in finals]
     scores = np.zeros(len(table))
-    for m, truth in zip(maps, truths):
+    progress = Progress(what or "", len(maps) * len(combos))
+    best_row = best_value = None  # over the images scored in full so far
+    for i, (m, truth) in enumerate(zip(maps, truths)):
         k = 0
-        for params in combos:
+        for j, params in enumerate(combos):
             out = segment(m, params)
             for extra in finals:
                 labels = out if finish is None else finish(m, out, extra)
                 scores[k] += proxy_score(labels, truth)
                 k += 1
+            if what:
+                progress.update(i * len(combos) + j + 1, best_row, best_value,
+                                f"image {i + 1}/{len(maps)}, combination {j + 1}/{len(combos)}")
+        best = int(np.argmax(scores))
+        best_row, best_value = table[best], float(scores[best]) / (i + 1)
     scores /= max(len(maps), 1)
     best = int(np.argmax(scores))
     rows = [{**row, "proxy_score": float(v)} for row, v in zip(table, scores)]
     return table[best], float(scores[best]), rows, time.perf_counter() - t0
+
+
+def tune_widened(maps: Sequence[Any], truths: Sequence[np.ndarray], combos: list[dict],
+                 segment: Callable[[Any, dict], Any], finish_combos: list[dict],
+                 finish: Callable[[Any, Any, dict], np.ndarray], axes: Sequence[Axis], max_widen: int,
+                 what: str) -> tuple[dict, float, list[dict], float, dict]:
+    """:func:`tune`, then :func:`objguided_methods._tuning.widen` of the axes whose best lies on their grid's edge;
+    returns (best params, best score, grid table, seconds, widening record)."""
+    t0 = time.perf_counter()
+    best, score, rows, _ = tune(maps, truths, combos, segment, finish_combos, finish, what)
+    seg_keys, fin_keys = list(combos[0]), list(finish_combos[0])
+
+    def score_one(params: dict) -> float:
+        return tune(maps, truths, [{k: params[k] for k in seg_keys}], segment,
+                    [{k: params[k] for k in fin_keys}], finish)[1]
+
+    best, score, record = widen(best, score, axes, score_one, max_widen, what)
+    return best, score, rows, time.perf_counter() - t0, record
 
 
 def write_tuning(workdir: Path | None, name: str, record: dict) -> None:
@@ -289,19 +294,13 @@ def train_dense(name: str, build_net: Callable[[], Any], net_spec: dict, train_s
     post-processing parameters and a summary of the tuning (whose full grid goes to
     ``<workdir>/<name>_tuning.json``).
     """
-    pairs = [(s.image, s.labels) for s in train_set]
-    if not pairs:
-        raise ConfigError(f"methods.{name}: the train split of {train_set.root} is empty")
-    import torch
-
-    from objguided.engine.trainer import resume_key
-
-    net = build_net()
-    run_key = resume_key(name, cfg, pairs, train_set.ids, seed=int(torch.initial_seed()) % 2**62)
-    net, tcfg = fit_dense(net, DenseSamples(pairs, cfg, targets), loss_fn, cfg, workdir, device, run_key)
+    pairs = read_pairs(name, train_set)
+    tcfg = train_config(cfg)
+    net = fit_samples(name, build_net(), DenseSamples(pairs, cfg, targets, loss_fn), cfg, tcfg, pairs, train_set.ids,
+                      workdir, device)
     post, tuning = tune_post(net, val_set, cfg, device)
     write_tuning(workdir, f"{name}_tuning.json", tuning)
-    return {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "net": net_spec,
+    return {"model": cpu_state(net), "net": net_spec,
             "post": post, "tuning": {k: v for k, v in tuning.items() if k != "grid"},
             "train_config": dataclasses.asdict(tcfg)}
 
@@ -315,5 +314,5 @@ def tuned_params(state: dict | None, cfg, keys: Sequence[str]) -> dict:
 
 
 __all__ = ["DenseTrainFields", "DenseSamples", "check_input_size", "train_config",
-           "prepare_image", "to_tensor", "pad_to_multiple", "random_sample", "collate", "fit_dense", "relabel",
-           "tune_images", "grid", "tune", "write_tuning", "train_dense", "tuned_params"]
+           "prepare_image", "to_tensor", "pad_to_multiple", "random_sample", "relabel",
+           "tune_images", "grid", "tune", "tune_widened", "write_tuning", "train_dense", "tuned_params"]

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods._keypoint_graph_core import DIR_EDGES, N_KPS, code_box_iou, crop_bounds
 from objguided.models.backbone import resnet_features
+from objguided_methods._keypoint_graph_core import DIR_EDGES, N_KPS, code_box_iou, crop_bounds
 
 SCALES = (1, 2, 4, 8)
 
@@ -161,9 +161,10 @@ class KeypointGraphNet(nn.Module):
 
 
 class EpochDecay:
-    """Per-epoch exponential learning-rate decay for :func:`objguided.engine.trainer.fit`, which has no
-    scheduler: a global optimizer step pre-hook sets ``lr = base * gamma ** max(0, epoch - start)`` on the
-    optimizer that holds this model's parameters, before each step. ``epoch`` is set by the batch
+    """Per-epoch exponential learning-rate decay for :func:`objguided.engine.trainer.fit`, whose own
+    schedule counts optimizer steps (``lr_milestones``), not epochs: a global optimizer step pre-hook sets
+    ``lr = base * gamma ** max(0, epoch - start)`` on the optimizer that holds this model's parameters, before
+    each step. ``epoch`` is set by the batch
     function (``wrap``), so the rate depends on the epoch only and survives an interrupted-and-resumed run.
 
     Use as a context manager around ``fit``; other optimizers are left alone."""

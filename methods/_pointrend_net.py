@@ -283,7 +283,7 @@ def build_model(cfg, backbone=None):
     """torchvision's Faster R-CNN with PointRend's ROI heads."""
     from torchvision.models.detection import FasterRCNN
 
-    from methods._torchvision_detection import build_fpn_backbone, rcnn_kwargs
+    from objguided_methods._torchvision_detection import build_fpn_backbone, rcnn_kwargs
 
     if backbone is None:
         backbone = build_fpn_backbone(cfg)[0]

@@ -10,10 +10,10 @@ Not a method itself (the registry skips modules whose name starts with ``_``). I
   offline, ONE "training from scratch" warning and random init, never a crash);
 - :func:`rcnn_kwargs`: the ``GeneralizedRCNN`` keyword arguments of a config (input size, anchors,
   detection cap, ...);
-- :class:`TrainSamples` / :func:`collate` / :func:`loss_fn`: the paper's augmentation
+- :class:`TrainSamples` (on :class:`objguided_methods.base.TrainSamples`): the paper's augmentation
   (:func:`objguided.data.augment.augment`) turned into torchvision detection targets (``boxes`` from the
-  mask extents, ``labels`` = 1, ``masks``);
-- :func:`train_detector`: the shared engine :func:`objguided.engine.trainer.fit` over those;
+  mask extents, ``labels`` = 1, ``masks``), batched as lists, with torchvision's own loss terms; the
+  shared :func:`objguided_methods.base.fit_samples` trains on them;
 - :func:`predict_detector`: batch-1 inference, masks pasted at the image's own resolution, thresholded,
   score = detection score.
 
@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterable, Iterator, Literal
 
 import numpy as np
 
-from methods.base import Instance, Method, rgb3
 from objguided.config import Count, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
+from objguided_methods.base import Instance, Method, cpu_state, crop_or_letterbox, fit_samples, rgb3
+from objguided_methods.base import TrainSamples as SamplesBase
 
 if TYPE_CHECKING:  # torch is imported where it is used: the method registry stays torch-free
     from torch import Tensor, nn
@@ -91,6 +92,7 @@ class BoxConfig:
     lr: PosFloat = 1e-4
     weight_decay: NonNegFloat = 0.0
     max_steps: Count = 0  # stop after this many optimizer steps; 0 = no cap (the epochs decide)
+    budget_seconds: PosFloat | None = None  # stop once training has used this much CPU/GPU time (the trainer's)
     amp: bool = True  # float16 autocast on CUDA (ignored on the CPU)
     num_workers: Count = 4
     checkpoint_every: PosInt = 1  # epochs ...
@@ -197,7 +199,7 @@ def train_config(cfg: BoxConfig):
                        num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
                        checkpoint_min_seconds=float(cfg.checkpoint_min_seconds),
                        max_steps=cfg.max_steps or None, log_every=cfg.log_every,
-                       grad_clip=float(cfg.grad_clip) or None)
+                       grad_clip=float(cfg.grad_clip) or None, budget_seconds=cfg.budget_seconds)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,65 +229,23 @@ def masks_to_targets(masks: np.ndarray) -> dict[str, Tensor]:
             "masks": torch.from_numpy(np.ascontiguousarray(masks.astype(np.uint8)))}
 
 
-class TrainSamples:
-    """In-memory (image, label map) pairs as a torch dataset indexed by ``(index, sample_seed)``
-    (:func:`objguided.engine.trainer.make_loader`). Item: (image [3, S, S] in [0, 1], targets)."""
+class TrainSamples(SamplesBase):
+    """Item: (image [3, S, S] in [0, 1], torchvision detection targets); a batch is two lists, the input
+    torchvision's detectors take, which compute their own loss terms in training mode."""
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: BoxConfig):
-        self.pairs, self.cfg = pairs, cfg
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def sample(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        from objguided.data.augment import augment, instance_masks, warp_crop
-
-        image, labels = self.pairs[index]
-        size = self.cfg.input_size
-        if self.cfg.augment:
-            return augment(image, labels, size, np.random.default_rng(seed))
-        h, w = image.shape[:2]  # the whole image letterboxed about its centre
-        return (warp_crop(image, max(h, w), w / 2, h / 2, size),
-                instance_masks(warp_crop(labels, max(h, w), w / 2, h / 2, size, order=0)))
-
-    def __getitem__(self, item):
-        index, seed = item
-        img, masks = self.sample(index, seed)
+    def encode(self, image, labels, rng):
+        img, masks = crop_or_letterbox(image, labels, self.cfg.input_size, rng, self.cfg.augment)
         return image_tensor(img), masks_to_targets(masks)
 
+    @staticmethod
+    def collate(batch):
+        return [b[0] for b in batch], [b[1] for b in batch]
 
-def collate(batch):
-    return [b[0] for b in batch], [b[1] for b in batch]
-
-
-def loss_fn(model, batch):
-    images, targets = batch
-    terms = model(images, targets)
-    return {"total": sum(terms.values()), **{k.removeprefix("loss_"): v for k, v in terms.items()}}
-
-
-def train_detector(method_name: str, model: nn.Module, train_set, cfg: BoxConfig, workdir, device: str,
-                   extra_state: dict) -> dict:
-    """Train ``model`` with the shared engine on ``train_set``; returns the state to keep."""
-    import torch
-
-    from objguided.engine.trainer import fit, make_loader, resume_key
-
-    if torch.device(device).type == "cpu":
-        torch.set_flush_denormal(True)  # Adam's tiny second moments go denormal on x86: 10x slower steps
-    tcfg = train_config(cfg)
-    seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
-    pairs = [(s.image, s.labels) for s in train_set]
-    if not pairs:
-        raise ConfigError(f"methods.{method_name}: the train split of {train_set.root} is empty")
-    data = TrainSamples(pairs, cfg)
-    batches = lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
-                                        num_workers=tcfg.num_workers, collate_fn=collate)
-    workdir = Path(workdir) if workdir is not None else Path.cwd()
-    model = fit(model, batches, loss_fn, tcfg, workdir, device,
-                run_key=resume_key(method_name, cfg, pairs, train_set.ids, seed))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"model": state, **extra_state}
+    @staticmethod
+    def loss(model, batch):
+        images, targets = batch
+        terms = model(images, targets)
+        return {"total": sum(terms.values()), **{k.removeprefix("loss_"): v for k, v in terms.items()}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -358,7 +318,7 @@ def state_model(state: Any, method_name: str) -> dict:
 
 
 __all__ = ["BoxConfig", "check_config", "build_fpn_backbone", "rebuild_backbone", "rcnn_kwargs", "train_config",
-           "TrainSamples", "collate", "loss_fn", "train_detector", "paste_masks", "detect", "predict_detector",
+           "TrainSamples", "paste_masks", "detect", "predict_detector",
            "masks_to_targets", "image_tensor", "state_model"]
 
 
@@ -371,11 +331,16 @@ class TorchvisionDetector(Method):
         raise NotImplementedError
 
     def train(self, train_set, val_set, cfg: BoxConfig, workdir: Path, device: str) -> dict:
-        self.config_check(cfg, f"methods.{self.name}")
+        import torch
+
+        pairs = self.training_pairs(train_set, cfg)
         backbone, frozen_bn, source = build_fpn_backbone(cfg)
         model = self.build_model(cfg, backbone)
-        return train_detector(self.name, model, train_set, cfg, workdir, device,
-                              {"frozen_bn": frozen_bn, "weights_source": source})
+        if torch.device(device).type == "cpu":
+            torch.set_flush_denormal(True)  # Adam's tiny second moments go denormal on x86: 10x slower steps
+        model = fit_samples(self.name, model, TrainSamples(pairs, cfg), cfg, train_config(cfg), pairs, train_set.ids,
+                            workdir, device)
+        return {"model": cpu_state(model), "frozen_bn": frozen_bn, "weights_source": source}
 
     def predict(self, state: dict, images: Iterable[np.ndarray], cfg: BoxConfig,
                 device: str) -> Iterator[list[Instance]]:

@@ -1,6 +1,6 @@
 """``cosine_embedding``: Cosine Embedding (Payer et al., MICCAI 2018), a baseline of the paper's Table I.
 
-The still-image (stacked, not recurrent) variant of the authors' public code, as REFERENCE.md section 4
+The still-image (stacked, not recurrent) variant of the authors' public code, as docs/baselines.md
 describes it; choices and deviations are in methods/README_cosine_embedding.md.
 
 **Network** (:func:`build_net`). Two stacked U-Nets ("hourglasses") of ``levels`` levels and
@@ -26,7 +26,9 @@ background; the rest, as ``[e_p, coord_weight * (y, x)]`` (pixel coordinates), g
 ``max_points`` foreground pixels, HDBSCAN clusters an evenly strided subset and every other pixel
 takes the label of its nearest clustered neighbour in the same feature space. Each cluster is split
 into 8-connected components; components of fewer than ``min_size`` pixels are dropped. The five
-parameters are grid-searched on the val split and kept in the state.
+parameters are grid-searched on the val split (a parameter whose best lies on its grid's edge is tried
+further out, up to ``max_widen`` steps; ``state["tuning"]["widening"]`` says what happened) and kept in
+the state.
 
 **Score** of an object (the method has none): its *cohesion*, the mean over its pixels of
 ``cos(e_p, m)`` with ``m`` the object's normalised mean embedding, clipped to [1e-3, 1]; tight,
@@ -45,8 +47,10 @@ from typing import Annotated, Any, Iterable, Iterator
 
 import numpy as np
 
-from methods import register
-from methods._dense import (
+from objguided.config import Count, Len, NonNegFloat, PosFloat, PosInt, Range
+from objguided.errors import ConfigError
+from objguided_methods import register
+from objguided_methods._dense import (
     DenseTrainFields,
     check_input_size,
     grid,
@@ -55,18 +59,16 @@ from methods._dense import (
     relabel,
     to_tensor,
     train_dense,
-    tune,
     tune_images,
+    tune_widened,
     tuned_params,
 )
-from methods.base import Instance, Method
-from objguided.config import Count, Len, NonNegFloat, PosFloat, PosInt, Range
-from objguided.errors import ConfigError
+from objguided_methods._tuning import Axis
+from objguided_methods.base import Instance, Method
 
 log = logging.getLogger(__name__)
 
 POST = ("background_cos2", "min_cluster_size", "min_samples", "coord_weight", "min_size")
-CLUSTER = ("background_cos2", "min_cluster_size", "min_samples", "coord_weight")
 MIN_SCORE = 1e-3
 Cos2 = Annotated[float, Range(gt=0, max=1)]  # a squared cosine threshold
 ClusterSize = Annotated[int, Range(min=2)]  # HDBSCAN's min_cluster_size
@@ -362,12 +364,22 @@ def tune_post(net, val_set, cfg: CosineEmbeddingConfig, device: str) -> tuple[di
                    "min_samples": [int(v) for v in cfg.min_samples_values],
                    "coord_weight": [float(v) for v in cfg.coord_weights]})
     finals = grid({"min_size": [int(v) for v in cfg.min_sizes]})
-    best, score, rows, seconds = tune(
+    best, score, rows, seconds, widening = tune_widened(
         maps, [labels for _, labels in pairs], combos,
         segment=lambda emb, p: cluster_raw(emb, **p, max_points=cfg.max_points),
-        finish_combos=finals, finish=lambda emb, raw, p: split_components(raw, **p))
+        finish_combos=finals, finish=lambda emb, raw, p: split_components(raw, **p),
+        axes=widen_axes(cfg), max_widen=cfg.max_widen, what="cosine_embedding tuning")
     return dict(best), {"tuned_on": "val", "n_images": len(pairs), "chosen": dict(best), "proxy_score": score,
-                        "seconds": round(seconds, 3), "grid": rows}
+                        "seconds": round(seconds, 3), "widening": widening, "grid": rows}
+
+
+def widen_axes(cfg: CosineEmbeddingConfig) -> list[Axis]:
+    """The grid's axes and their allowed ranges, for growing one whose best lies on its edge."""
+    return [Axis("background_cos2", tuple(float(v) for v in cfg.background_cos2s), lo=0.0, hi=1.0, gt_lo=True),
+            Axis("min_cluster_size", tuple(int(v) for v in cfg.min_cluster_sizes), lo=2, integer=True),
+            Axis("min_samples", tuple(int(v) for v in cfg.min_samples_values), lo=1, integer=True),
+            Axis("coord_weight", tuple(float(v) for v in cfg.coord_weights), lo=0.0),
+            Axis("min_size", tuple(int(v) for v in cfg.min_sizes), lo=0, integer=True)]
 
 
 __all__ = ["CosineEmbedding", "CosineEmbeddingConfig", "check_config", "build_net", "cosine_loss",

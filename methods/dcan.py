@@ -23,12 +23,13 @@ vice versa, as for HED's side outputs) or plain. ``w_a = aux_weight * aux_decay 
 aux_decay_every)`` (the paper's discount of the auxiliary classifiers during training; the step count
 lives in the model's state, so a resumed run continues the schedule).
 
-**Instances** (:func:`segment`; REFERENCE.md section 4, third-party variant 1: argmax of the two
+**Instances** (:func:`segment`; docs/baselines.md, third-party variant 1: argmax of the two
 classes, fill holes, remove small objects, dilate with a disk): core = ``p_obj >= object_threshold``
 and ``p_contour < contour_threshold``; holes filled; 4-connected components; components of fewer than
 ``min_size`` pixels dropped; each component grown back by ``dilation`` px (``expand_labels``: into
 background only, never into a neighbour). The four parameters are grid-searched on the val split
-(:func:`methods._dense.tune`) and kept in the state.
+(:func:`objguided_methods._dense.tune_widened`: a parameter whose best lies on its grid's edge is tried further out,
+up to ``max_widen`` steps; ``state["tuning"]["widening"]`` says what happened) and kept in the state.
 
 **Score** of an object (DCAN has none): ``mean(p_obj) * (1 - mean(p_contour))`` over its core (the
 component before dilation), in (0, 1]: confident objects with a clean interior score near 1.
@@ -47,8 +48,10 @@ from typing import Annotated, Any, Iterable, Iterator, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from methods import register
-from methods._dense import (
+from objguided.config import Count, Fraction, Len, NonNegFloat, PosInt, Range
+from objguided.errors import ConfigError
+from objguided_methods import register
+from objguided_methods._dense import (
     DenseTrainFields,
     check_input_size,
     grid,
@@ -57,13 +60,12 @@ from methods._dense import (
     relabel,
     to_tensor,
     train_dense,
-    tune,
     tune_images,
+    tune_widened,
     tuned_params,
 )
-from methods.base import Instance, Method
-from objguided.config import Count, Fraction, Len, NonNegFloat, PosInt, Range
-from objguided.errors import ConfigError
+from objguided_methods._tuning import Axis
+from objguided_methods.base import Instance, Method
 
 log = logging.getLogger(__name__)
 
@@ -333,12 +335,21 @@ def tune_post(net, val_set, cfg: DCANConfig, device: str) -> tuple[dict, dict]:
     combos = grid({"object_threshold": [float(v) for v in cfg.object_thresholds],
                    "contour_threshold": [float(v) for v in cfg.contour_thresholds]})
     finals = grid({"min_size": [int(v) for v in cfg.min_sizes], "dilation": [int(v) for v in cfg.dilations]})
-    best, score, rows, seconds = tune(
+    best, score, rows, seconds, widening = tune_widened(
         maps, [labels for _, labels in pairs], combos,
         segment=lambda m, p: core_labels(m[0], m[1], **p),
-        finish_combos=finals, finish=lambda m, core, p: finish(core, **p)[0])
+        finish_combos=finals, finish=lambda m, core, p: finish(core, **p)[0],
+        axes=widen_axes(cfg), max_widen=cfg.max_widen, what="dcan tuning")
     return dict(best), {"tuned_on": "val", "n_images": len(pairs), "chosen": dict(best), "proxy_score": score,
-                        "seconds": round(seconds, 3), "grid": rows}
+                        "seconds": round(seconds, 3), "widening": widening, "grid": rows}
+
+
+def widen_axes(cfg: DCANConfig) -> list[Axis]:
+    """The grid's axes and their allowed ranges, for growing one whose best lies on its edge."""
+    return [Axis("object_threshold", tuple(float(v) for v in cfg.object_thresholds), lo=0.0, hi=1.0, gt_lo=True),
+            Axis("contour_threshold", tuple(float(v) for v in cfg.contour_thresholds), lo=0.0, hi=1.0, gt_lo=True),
+            Axis("min_size", tuple(int(v) for v in cfg.min_sizes), lo=0, integer=True),
+            Axis("dilation", tuple(int(v) for v in cfg.dilations), lo=0, integer=True)]
 
 
 __all__ = ["DCAN", "DCANConfig", "check_config", "build_net", "contour_target", "segment", "core_labels",

@@ -1,12 +1,12 @@
 """``keypoint_graph``: Yi et al., "Multi-scale cell instance segmentation with keypoint graph based bounding
 boxes", MICCAI 2019 (a baseline of the TMI 2021 paper's Table I).
 
-The network (:mod:`methods._keypoint_graph_net`): a ResNet up to layer3, an unnormalised U-shaped
+The network (:mod:`objguided_methods._keypoint_graph_net`): a ResNet up to layer3, an unnormalised U-shaped
 decoder predicting, at four scales (input, /2, /4, /8), five keypoint maps (the box's four corners and
 its centre), short-range offsets (pixel -> its keypoint) and mid-range offsets (keypoint -> the same
 object's other keypoints, the 20 directed edges of the complete graph on 5 points); and a coarse-to-fine
 segmentation branch on integer crops of the raw backbone features. Targets and decoding are numpy
-(:mod:`methods._keypoint_graph_core`). See methods/README_keypoint_graph.md for every choice.
+(:mod:`objguided_methods._keypoint_graph_core`). See methods/README_keypoint_graph.md for every choice.
 
 **Training.** Per sample (seeded by ``(run seed, epoch)``, see :func:`objguided.engine.trainer.make_loader`):
 the authors' augmentation (photometric distortion, expand, horizontal and vertical flips), a stretch to
@@ -14,7 +14,7 @@ the authors' augmentation (photometric distortion, expand, horizontal and vertic
 for the objects whose box there is more than ``min_extent`` px high and wide. Loss = sum over scales of
 BCE(kp) + L1(short)/R + 0.25 L1(mid)/R, plus the segmentation BCE at the ground-truth boxes. Adam with
 ``lr * lr_decay ** max(0, epoch - lr_decay_start)`` (an optimizer hook, :class:`EpochDecay`: the shared
-trainer has no scheduler).
+trainer's own schedule steps by optimizer step, not by epoch).
 
 **Inference** (batch 1): stretch to the input size, decode each scale (Hough voting, peaks, star
 grouping, box rules), merge the scales with box NMS, segment each box, paste the patch into an input-size
@@ -30,10 +30,11 @@ from typing import Annotated, Iterable, Iterator, Literal
 
 import numpy as np
 
-from methods import register
-from methods.base import Instance, Method, rgb3
 from objguided.config import Count, Fraction, Name, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
+from objguided_methods import register
+from objguided_methods.base import Instance, Method, cpu_state, fit_samples, rgb3
+from objguided_methods.base import TrainSamples as SamplesBase
 
 
 @dataclass
@@ -55,6 +56,7 @@ class KeypointGraphConfig:
     weight_decay: NonNegFloat = 0.0
     input_size: Annotated[int, Range(min=32, multiple_of=16)] = 512  # a multiple of the backbone's stride
     max_steps: PosInt | None = None  # stop after this many optimizer steps (short demo runs)
+    budget_seconds: PosFloat | None = None  # stop once training has used this much CPU/GPU time (the trainer's)
     amp: bool = True  # float16 autocast, CUDA only
     num_workers: Count = 2
     checkpoint_every: PosInt = 5  # epochs (the code saves every 5 epochs) ...
@@ -85,7 +87,8 @@ def train_config(cfg: KeypointGraphConfig):
                        weight_decay=float(cfg.weight_decay), optimizer="adam", amp=cfg.amp,
                        num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
                        checkpoint_min_seconds=float(cfg.checkpoint_min_seconds), max_steps=cfg.max_steps,
-                       log_every=cfg.log_every, grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip))
+                       log_every=cfg.log_every, grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip),
+                       budget_seconds=cfg.budget_seconds)
 
 
 def net_config(cfg: KeypointGraphConfig) -> dict:
@@ -130,8 +133,8 @@ def augment_sample(image: np.ndarray, labels: np.ndarray, rng: np.random.Generat
 def build_targets(labels: np.ndarray, cfg: KeypointGraphConfig) -> dict:
     """Targets of one input-frame label map [S, S]: per scale (heat, short, mid), the segmentation
     objects' boxes (extents over 2 px, as the code) and ids, and the label map."""
-    from methods._keypoint_graph_core import keypoint_targets, label_boxes, scale_keypoints
-    from methods._keypoint_graph_net import SCALES
+    from objguided_methods._keypoint_graph_core import keypoint_targets, label_boxes, scale_keypoints
+    from objguided_methods._keypoint_graph_net import SCALES
 
     size = labels.shape[0]
     scales = []
@@ -144,25 +147,17 @@ def build_targets(labels: np.ndarray, cfg: KeypointGraphConfig) -> dict:
     return {"scales": scales, "ids": ids[keep], "boxes": boxes[keep].astype(np.float32), "labels": labels}
 
 
-class TrainSamples:
-    """Torch-style dataset over in-memory (image, labels) pairs, indexed by ``(index, sample_seed)``."""
+class TrainSamples(SamplesBase):
+    """Item: (image tensor [3, S, S], per-scale keypoint targets, the label map, the boxes and ids)."""
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: KeypointGraphConfig):
-        self.pairs, self.cfg = pairs, cfg
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, item):
+    def encode(self, image, labels, rng):
         import torch
 
         from objguided.models.preprocess import prepare
 
-        index, seed = item
-        image, labels = self.pairs[index]
         img, lab = rgb3(image).astype(np.float32), np.asarray(labels, np.int32)
         if self.cfg.augment:
-            img, lab = augment_sample(img, lab, np.random.default_rng(seed))
+            img, lab = augment_sample(img, lab, rng)
         tensor, frame = prepare(img, self.cfg.input_size, mode="stretch")
         lab = frame.labels_to_input(lab)
         t = build_targets(lab, self.cfg)
@@ -173,21 +168,16 @@ class TrainSamples:
             "ids": torch.from_numpy(t["ids"]),
         }
 
+    @staticmethod
+    def collate(batch):
+        """The keypoint maps and the label maps stacked per scale; boxes and ids a list per image."""
+        import torch
 
-def collate(batch):
-    import torch
-
-    images = torch.stack([b[0] for b in batch])
-    tg = [b[1] for b in batch]
-    scales = [tuple(torch.stack([t["scales"][s][k] for t in tg]) for k in range(3))
-              for s in range(len(tg[0]["scales"]))]
-    return images, {"scales": scales, "labels": torch.stack([t["labels"] for t in tg]),
-                    "boxes": [t["boxes"] for t in tg], "ids": [t["ids"] for t in tg]}
-
-
-def loss_fn(model, batch):
-    images, targets = batch
-    return model.loss(images, targets)
+        images, tg = SamplesBase.collate(batch)
+        scales = [tuple(torch.stack([t["scales"][s][k] for t in tg]) for k in range(3))
+                  for s in range(len(tg[0]["scales"]))]
+        return images, {"scales": scales, "labels": torch.stack([t["labels"] for t in tg]),
+                        "boxes": [t["boxes"] for t in tg], "ids": [t["ids"] for t in tg]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,28 +195,16 @@ class KeypointGraph(Method):
     config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: KeypointGraphConfig, workdir: Path, device: str) -> dict:
-        import torch
+        from objguided_methods._keypoint_graph_net import EpochDecay, KeypointGraphNet
 
-        from methods._keypoint_graph_net import EpochDecay, KeypointGraphNet
-        from objguided.engine.trainer import fit, make_loader, resume_key
-
-        check_config(cfg, where=f"methods.{self.name}")
+        pairs = self.training_pairs(train_set, cfg)
         tcfg = train_config(cfg)
-        seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
-        pairs = [(s.image, s.labels) for s in train_set]
-        if not pairs:
-            raise ConfigError(f"methods.{self.name}: the train split of {train_set.root} is empty")
-        data = TrainSamples(pairs, cfg)
         ncfg = net_config(cfg)
         net = KeypointGraphNet(**ncfg)
         decay = EpochDecay(net, cfg.lr, cfg.lr_decay, cfg.lr_decay_start)
-        batches = decay.wrap(lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,
-                                                       num_workers=tcfg.num_workers, collate_fn=collate))
-        workdir = Path(workdir) if workdir is not None else Path.cwd()
-        run_key = resume_key(self.name, cfg, pairs, train_set.ids, seed)
-        with decay:
-            net = fit(net, batches, loss_fn, tcfg, workdir, device, run_key=run_key)
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        net = fit_samples(self.name, net, TrainSamples(pairs, cfg), cfg, tcfg, pairs, train_set.ids, workdir, device,
+                          schedule=decay)
+        state = cpu_state(net)
         return {"model": state, "net_config": ncfg, "weights_source": net.backbone.weights_source,
                 "train_config": dataclasses.asdict(tcfg)}
 
@@ -238,7 +216,7 @@ class KeypointGraph(Method):
 
 def build_net(state: dict, device: str):
     """The trained network of a state (nothing downloaded), in eval mode."""
-    from methods._keypoint_graph_net import KeypointGraphNet
+    from objguided_methods._keypoint_graph_net import KeypointGraphNet
 
     if not isinstance(state, dict) or "model" not in state or "net_config" not in state:
         raise ConfigError("methods.keypoint_graph: the model file holds no keypoint_graph state; re-run training")
@@ -252,8 +230,8 @@ def detect_boxes(net, out: dict, cfg: KeypointGraphConfig) -> tuple[np.ndarray, 
     scaled to input pixels, merged by NMS (descending score, at most ``max_detections``)."""
     import torch
 
-    from methods._keypoint_graph_core import decode_scale, nms
-    from methods._keypoint_graph_net import SCALES
+    from objguided_methods._keypoint_graph_core import decode_scale, nms
+    from objguided_methods._keypoint_graph_net import SCALES
 
     boxes, scores = [], []
     for s, (kp_l, short, mid) in zip(SCALES, out["scales"]):
@@ -297,4 +275,4 @@ def predict_with(net, images: Iterable[np.ndarray], cfg: KeypointGraphConfig, de
 
 
 __all__ = ["KeypointGraph", "KeypointGraphConfig", "check_config", "train_config", "net_config", "TrainSamples",
-           "augment_sample", "build_targets", "collate", "build_net", "detect_boxes", "predict_with"]
+           "augment_sample", "build_targets", "build_net", "detect_boxes", "predict_with"]

@@ -4,7 +4,7 @@ torchvision's ``MaskRCNN`` with one foreground class (``num_classes`` = 2 with t
 reference R50-FPN heads (box head: two FC 1024; mask head: four 3x3 conv 256 on 14x14 ROI features, a
 2x deconvolution, 28x28 masks), images resized so their long side is ``input_size`` (512, like every
 method here, instead of torchvision's 800/1333), the per-image detection cap raised to 500. The data,
-training and inference plumbing (shared with ``pointrend``) is in :mod:`methods._torchvision_detection`;
+training and inference plumbing (shared with ``pointrend``) is in :mod:`objguided_methods._torchvision_detection`;
 see methods/README_box_baselines.md for the hyper-parameters and every deviation.
 
 The state kept: ``{"model": state_dict, "frozen_bn": bool, "weights_source": str}``.
@@ -15,9 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from methods import register
-from methods._torchvision_detection import BoxConfig, TorchvisionDetector, build_fpn_backbone, check_config, rcnn_kwargs
 from objguided.config import Range
+from objguided_methods import register
+from objguided_methods._torchvision_detection import (
+    BoxConfig,
+    TorchvisionDetector,
+    build_fpn_backbone,
+    check_config,
+    rcnn_kwargs,
+)
 
 
 @dataclass

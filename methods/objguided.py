@@ -13,13 +13,14 @@ normalisation ``/255 - 0.5`` (:func:`objguided.models.preprocess.prepare`), then
 :func:`~objguided.models.targets.build_targets`. Adam over every parameter, constant learning rate. The
 run's seed is the torch seed the harness set before calling ``train`` (``torch.initial_seed()``).
 
-**Inference** (batch 1, the paper's FPS protocol): ``prepare`` (letterbox for ``faithful_to ==
-"paper"``, stretch to a square for ``"code"``), ``detect`` (peak NMS, top-K, score threshold), then
-``to_instances`` (ROI masks splatted and thresholded, brought back to the image's size, mask NMS at
-``mask_nms_iou``); each instance carries its soft area for the evaluator's ``soft_area`` IoU option
-(``"code"`` only).
+**Inference** (batch 1, the paper's FPS protocol): ``prepare`` (``test_resize``: stretched to
+``input_size`` squared, as the paper and the authors' test code; ``letterbox`` optional), ``detect`` (peak
+NMS, top-K, score threshold), then ``to_instances`` (ROI masks splatted and thresholded, brought back to the
+image's size, mask NMS at ``mask_nms_iou``); each instance carries its soft area for the evaluator's
+``soft_area`` IoU option (``"code"`` only).
 
-The state kept is ``{"model": state_dict, "model_config": asdict(ModelConfig), "train_config": ...}``.
+The state kept is ``{"model": state_dict, "model_config": asdict(ModelConfig), "train_config": ...,
+"weights_source": "imagenet" | a .pth path | "random"}``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from typing import Annotated, Any, Iterable, Iterator, Literal
 
 import numpy as np
 
-from methods import register
-from methods.base import Instance, Method, rgb3
 from objguided.config import Count, Fraction, Len, Name, NonNegFloat, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
+from objguided_methods import register
+from objguided_methods.base import Instance, Method, cpu_state, crop_or_letterbox, fit_samples, rgb3
+from objguided_methods.base import TrainSamples as SamplesBase
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class ObjGuidedConfig:
     weight_decay: NonNegFloat = 0.0
     input_size: Annotated[int, Range(min=32, multiple_of=32)] = 512  # a multiple of the backbone's stride
     max_steps: PosInt | None = None  # stop after this many steps (short demo runs)
+    budget_seconds: PosFloat | None = None  # stop once training has used this much CPU/GPU time (the trainer's)
     amp: bool = True  # mixed precision, CUDA only
     num_workers: Count = 4
     checkpoint_every: PosInt = 1  # epochs ...
@@ -70,8 +73,11 @@ class ObjGuidedConfig:
     crop_scales: Annotated[list[PosFloat], Len(1)] = field(
         default_factory=lambda: [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
     # -- inference --
-    faithful_to: Literal["paper", "code"] = "paper"  # code: the authors' code path (BGR, stretch, raw splat, ...)
-    threshold: Fraction | None = None  # mask threshold; null = 0.5 (paper) / 0.53 (code)
+    faithful_to: Literal["paper", "code"] = "paper"  # code: the authors' code path (BGR, raw splat, soft crops, ...)
+    # the paper resizes test images to 512x512 (and the authors' test code stretches); letterbox keeps the
+    # aspect ratio like the training crops but loses resolution (benchmarks/results/objguided_ceiling.md)
+    test_resize: Literal["stretch", "letterbox"] = "stretch"
+    threshold: Fraction | None = None  # mask threshold; null = 0.5 (the paper; the authors' README evaluates at 0.5)
     score_threshold: Annotated[float, Range(min=0, lt=1)] = 0.3
     top_k: PosInt = 500
     mask_nms_iou: Annotated[float, Range(gt=0, max=1)] = 0.2
@@ -88,7 +94,8 @@ def model_config(cfg: ObjGuidedConfig, pretrained: Any = "from-config"):
     from objguided.models.config import ModelConfig
 
     try:
-        return ModelConfig(backbone=cfg.backbone, pretrained=cfg.pretrained if pretrained == "from-config" else pretrained,
+        return ModelConfig(backbone=cfg.backbone,
+                           pretrained=cfg.pretrained if pretrained == "from-config" else pretrained,
                            refine=cfg.refine, k=float(cfg.k), beta=float(cfg.beta),
                            points_divisor=cfg.points_divisor, max_objects=cfg.max_objects,
                            clamp_heatmap=cfg.clamp_heatmap, batch_rois=cfg.batch_rois,
@@ -104,7 +111,7 @@ def train_config(cfg: ObjGuidedConfig):
                        weight_decay=float(cfg.weight_decay), optimizer="adam", amp=cfg.amp,
                        num_workers=cfg.num_workers, checkpoint_every=cfg.checkpoint_every,
                        checkpoint_min_seconds=float(cfg.checkpoint_min_seconds),
-                       max_steps=cfg.max_steps, log_every=cfg.log_every,
+                       max_steps=cfg.max_steps, log_every=cfg.log_every, budget_seconds=cfg.budget_seconds,
                        grad_clip=None if cfg.grad_clip is None else float(cfg.grad_clip))
 
 
@@ -112,55 +119,24 @@ def train_config(cfg: ObjGuidedConfig):
 # training data
 
 
-class TrainSamples:
-    """A torch-style dataset over in-memory (image, labels) pairs, indexed by ``(index, sample_seed)``.
-
-    Each item: (image tensor [3, S, S] normalised, targets dict of tensors from ``build_targets``).
-    """
+class TrainSamples(SamplesBase):
+    """Item: (image tensor [3, S, S] normalised, targets dict of tensors from ``build_targets``)."""
 
     def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], cfg: ObjGuidedConfig, mcfg):
-        self.pairs, self.cfg, self.mcfg = pairs, cfg, mcfg
+        super().__init__(pairs, cfg)
+        self.mcfg = mcfg
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def sample(self, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """The augmented (uint8 [S, S, 3] image, bool [N, S, S] masks) of one item."""
-        from objguided.data.augment import augment, instance_masks, warp_crop
-
-        image, labels = self.pairs[index]
-        size = self.cfg.input_size
-        if self.cfg.augment:
-            img, masks = augment(image, labels, size, np.random.default_rng(seed), scales=self.cfg.crop_scales)
-        else:  # the whole image, letterboxed about its centre
-            h, w = image.shape[:2]
-            img = warp_crop(image, max(h, w), w / 2, h / 2, size)
-            masks = instance_masks(warp_crop(labels, max(h, w), w / 2, h / 2, size, order=0))
-        return rgb3(img), masks
-
-    def __getitem__(self, item):
+    def encode(self, image, labels, rng):
         import torch
 
         from objguided.models.preprocess import prepare
         from objguided.models.targets import build_targets
 
-        index, seed = item
-        img, masks = self.sample(index, seed)
-        tensor, _ = prepare(img, self.cfg.input_size, mode="stretch", bgr=self.cfg.faithful_to == "code")
+        img, masks = crop_or_letterbox(image, labels, self.cfg.input_size, rng, self.cfg.augment,
+                                       scales=self.cfg.crop_scales)
+        tensor, _ = prepare(rgb3(img), self.cfg.input_size, mode="stretch", bgr=self.cfg.faithful_to == "code")
         targets = build_targets(masks, self.mcfg)
         return tensor, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in targets.items()}
-
-
-def collate(batch):
-    import torch
-
-    images = torch.stack([b[0] for b in batch])
-    return images, [b[1] for b in batch]
-
-
-def loss_fn(model, batch):
-    images, targets = batch
-    return model.loss(images, targets)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -178,27 +154,19 @@ class ObjGuided(Method):
     config_check = staticmethod(check_config)
 
     def train(self, train_set, val_set, cfg: ObjGuidedConfig, workdir: Path, device: str) -> dict:
-        import torch
-
-        from objguided.engine.trainer import fit, make_loader, resume_key
         from objguided.models.network import ObjGuidedNet
 
-        check_config(cfg, where=f"methods.{self.name}")
+        pairs = self.training_pairs(train_set, cfg)
         mcfg = model_config(cfg)
         tcfg = train_config(cfg)
-        seed = int(torch.initial_seed()) % 2**62  # the run's seed, set by the harness before train()
-        pairs = [(s.image, s.labels) for s in train_set]
-        if not pairs:
-            raise ConfigError(f"methods.{self.name}: the train split of {train_set.root} is empty")
-        data = TrainSamples(pairs, cfg, mcfg)
         net = ObjGuidedNet(mcfg)
-        batches = lambda epoch: make_loader(data, tcfg.batch_size, seed, epoch, shuffle=True,  # noqa: E731
-                                            num_workers=tcfg.num_workers, collate_fn=collate)
-        workdir = Path(workdir) if workdir is not None else Path.cwd()
-        net = fit(net, batches, loss_fn, tcfg, workdir, device,
-                  run_key=resume_key(self.name, cfg, pairs, train_set.ids, seed))
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        return {"model": state, "model_config": dataclasses.asdict(mcfg), "train_config": dataclasses.asdict(tcfg)}
+        net = fit_samples(self.name, net, TrainSamples(pairs, cfg, mcfg), cfg, tcfg, pairs, train_set.ids,
+                          workdir, device)
+        state = cpu_state(net)
+        # where the backbone's weights really came from: "random" when ImageNet weights could not be loaded
+        # (model_config keeps what was asked for); the same key Mask R-CNN, PointRend and Keypoint Graph record
+        return {"model": state, "model_config": dataclasses.asdict(mcfg), "train_config": dataclasses.asdict(tcfg),
+                "weights_source": net.backbone.weights_source}
 
     def predict(self, state: dict, images: Iterable[np.ndarray], cfg: ObjGuidedConfig,
                 device: str) -> Iterator[list[Instance]]:
@@ -227,11 +195,10 @@ def predict_with(net, images: Iterable[np.ndarray], cfg: ObjGuidedConfig, device
     from objguided.models.preprocess import prepare
 
     post = PostConfig(faithful_to=cfg.faithful_to, threshold=cfg.threshold, mask_nms_iou=cfg.mask_nms_iou)
-    mode = "letterbox" if cfg.faithful_to == "paper" else "stretch"
     bgr = cfg.faithful_to == "code"
     for image in images:
         with torch.inference_mode():
-            tensor, frame = prepare(rgb3(image), cfg.input_size, mode=mode, bgr=bgr)
+            tensor, frame = prepare(rgb3(image), cfg.input_size, mode=cfg.test_resize, bgr=bgr)
             detection = net.detect(tensor[None].to(device), score_threshold=cfg.score_threshold, top_k=cfg.top_k)[0]
             found = to_instances(detection, frame, post)
         yield [Instance(mask=np.asarray(m, bool), score=float(s), soft_area=None if a is None else float(a))

@@ -3,8 +3,8 @@
 torchvision's Faster R-CNN (backbone, RPN, box head: the same as ``mask_rcnn``) with its ``RoIHeads``
 subclassed (:class:`~_pointrend_net.PointRendRoIHeads`): the box part is composed from torchvision's own
 pieces (``select_training_samples``, ``box_roi_pool``/``box_head``/``box_predictor``, ``fastrcnn_loss``,
-``postprocess_detections``); the mask part is PointRend's, with detectron2's project defaults (REFERENCE.md
-section 4), one mask class. The network parts are in :mod:`methods._pointrend_net` (kept apart so that
+``postprocess_detections``); the mask part is PointRend's, with detectron2's project defaults (docs/baselines.md
+section 4), one mask class. The network parts are in :mod:`objguided_methods._pointrend_net` (kept apart so that
 the method registry does not import torch):
 
 - **Coarse head** (:class:`~_pointrend_net.CoarseMaskHead`): 14x14 ROIAlign on P2 only -> 2x2 stride-2 conv
@@ -44,9 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from methods import register
-from methods._torchvision_detection import BoxConfig, TorchvisionDetector, check_config
 from objguided.config import Count, PosInt, Range
+from objguided_methods import register
+from objguided_methods._torchvision_detection import BoxConfig, TorchvisionDetector, check_config
 
 
 @dataclass
@@ -79,7 +79,7 @@ class PointRend(TorchvisionDetector):
     config_check = staticmethod(check_config)
 
     def build_model(self, cfg: PointRendConfig, backbone):
-        from methods._pointrend_net import build_model
+        from objguided_methods._pointrend_net import build_model
 
         return build_model(cfg, backbone)
 

@@ -43,10 +43,10 @@ from typing import Annotated, Iterable, Iterator, Literal
 
 import numpy as np
 
-from methods import register
-from methods.base import Instance, Method
 from objguided.config import Count, Fraction, Len, Name, PosFloat, PosInt, Range
 from objguided.errors import ConfigError
+from objguided_methods import register
+from objguided_methods.base import Instance, Method
 
 INSTALL_HINT = "install the peers extra: pip install -e .[peers]  (or pip install -r requirements-peers.txt)"
 MIN_SCORE = 1e-3

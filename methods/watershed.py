@@ -29,10 +29,17 @@ well above the threshold (bright, contrasted) score near 1; objects that barely 
 ``threshold_factors`` x ``min_distances`` x ``sigmas`` x ``min_sizes`` is run on the tuning images
 (``tune_on``: the val split, the train split, or both; at most ``max_tune_images`` of them, evenly
 spaced), scored by :func:`proxy_score`, and the best mean (first in grid order on ties) is kept. The
-default grid has 384 combinations for RGB images (288 for gray, which skip ``exg``); on six 128x128
-images it takes a few seconds on one core. The returned state is a plain dict of the chosen
-parameters (plus the proxy score and what it was tuned on), and ``train`` writes every combination's
-score to ``<workdir>/watershed_grid.json``. With
+default grid has 384 combinations for RGB images (288 for gray, which skip ``exg``). The images are
+spread over ``tune_jobs`` processes (0, the default: the CPUs the job was given, ``OMP_NUM_THREADS`` when
+set, else every core the process may use), and work that cannot depend on
+the parameter varied is done once (:func:`image_scores`). A line of progress (images done, best so far)
+goes to the run's log at most every 10 s. A numeric parameter whose best value lies on its grid's edge
+is then tried one step further out, with the others at their best, up to ``max_widen`` steps
+(:func:`objguided_methods._tuning.widen`); what happened is logged and kept in the state as ``widening``
+(``at_edge_before``, ``steps``, ``at_edge_after``: the parameters still on an edge that the grid could
+grow past, ``at_bound``: those on the end of their range). The returned state
+is a plain dict of the chosen parameters (plus the proxy score, what it was tuned on and ``widening``),
+and ``train`` writes every combination's score to ``<workdir>/watershed_grid.json``. With
 ``tune = False``, or no tuning images, the fixed defaults (``signal``, ``threshold_factor``, ...) are
 the state.
 
@@ -44,7 +51,13 @@ thresholds, and a set's the mean over images. The reported numbers come from obj
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Iterable, Iterator, Literal, Sequence, get_args
@@ -55,16 +68,19 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed as sk_watershed
 
-from methods import register
-from methods.base import Instance, Method
 from objguided.config import Count, Len, NonNegFloat, PosInt
 from objguided.errors import ConfigError
+from objguided_methods import register
+from objguided_methods._tuning import Axis, Progress, widen
+from objguided_methods.base import Instance, Method
 
 Signal = Literal["gray", "inverted", "exg", "auto"]
 SIGNALS = get_args(Signal)
 IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2).tolist())
 PARAMS = ("signal", "background_sigma", "threshold_factor", "min_distance", "sigma", "min_size")
 MIN_SCORE = 1e-3
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,6 +105,8 @@ class WatershedConfig:
     tune: bool = True
     tune_on: Literal["val", "train", "both"] = "val"
     max_tune_images: Count = 32  # 0 = all
+    tune_jobs: Count = 0  # processes the tuning images are spread over; 0 = the CPUs the job was given
+    max_widen: Count = 3  # steps an axis may grow past its grid's edge when the best lies there; 0 = never
 
 
 def check_config(cfg: WatershedConfig, where: str = "methods.watershed") -> None:
@@ -115,10 +133,9 @@ class Watershed(Method):
             return {**defaults, "proxy_score": None, "tuned_on": None, "n_tune_images": 0}
         samples = [ds[i] for ds, i in refs]
         t0 = time.perf_counter()
-        grid, scores = grid_search([s.image for s in samples], [s.labels for s in samples], cfg)
-        best = int(np.argmax(scores))  # first maximum: grid order breaks ties
-        state = {**grid[best], "proxy_score": float(scores[best]), "tuned_on": cfg.tune_on,
-                 "n_tune_images": len(samples)}
+        chosen, score, grid, scores, widening = tune([s.image for s in samples], [s.labels for s in samples], cfg)
+        state = {**chosen, "proxy_score": score, "tuned_on": cfg.tune_on, "n_tune_images": len(samples),
+                 "widening": widening}
         if workdir is not None:
             from objguided.engine.atomic import write_json
 
@@ -159,23 +176,29 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return img
 
 
+def resolve_signal(image: np.ndarray, signal: str) -> str:
+    """The signal ``raw_signal`` computes for ``image``: ``auto`` resolved to ``gray`` or ``inverted``
+    (and ``exg`` on a gray image to that), so tuning computes each distinct signal once."""
+    if signal == "exg" and image.ndim != 3:
+        signal = "auto"
+    if signal != "auto":
+        return signal
+    gray = _gray(image)
+    if float(gray.max()) <= float(gray.min()):
+        return "gray"
+    return "inverted" if np.mean(gray > threshold_otsu(gray)) > 0.5 else "gray"
+
+
 def raw_signal(image: np.ndarray, signal: str) -> np.ndarray:
     """The un-normalised signal (larger = more object-like); ``auto`` and ``exg`` on gray resolved."""
+    signal = resolve_signal(image, signal)
     if signal == "exg":
-        if image.ndim != 3:
-            return raw_signal(image, "auto")
         rgb = image.astype(np.float32)
         return 2 * rgb[..., 1] - rgb[..., 0] - rgb[..., 2]
-    gray = _gray(image)
     if signal == "gray":
-        return gray
+        return _gray(image)
     if signal == "inverted":
-        return -gray
-    if signal == "auto":
-        lo, hi = float(gray.min()), float(gray.max())
-        if hi <= lo:
-            return gray
-        return -gray if np.mean(gray > threshold_otsu(gray)) > 0.5 else gray
+        return -_gray(image)
     raise ConfigError(f"methods.watershed.signal: unknown signal {signal!r} (known: {', '.join(SIGNALS)})")
 
 
@@ -208,9 +231,11 @@ def smoothed_distance(fg: np.ndarray, sigma: float) -> np.ndarray:
     return ndi.gaussian_filter(dist, sigma) if sigma > 0 else dist
 
 
-def split_objects(fg: np.ndarray, dist: np.ndarray, min_distance: int) -> np.ndarray:
-    """Watershed of ``-dist`` within ``fg`` from the peaks of ``dist`` (>= 1 marker per component)."""
-    comps, n = ndi.label(fg)
+def split_objects(fg: np.ndarray, dist: np.ndarray, min_distance: int,
+                  components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
+    """Watershed of ``-dist`` within ``fg`` from the peaks of ``dist`` (>= 1 marker per component);
+    ``components``: ``ndi.label(fg)``, when the caller already has it."""
+    comps, n = components if components is not None else ndi.label(fg)
     if n == 0:
         return np.zeros(fg.shape, np.int32)
     # one label for all of fg (per-component search is much slower); a component whose peaks were all
@@ -278,6 +303,20 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, inverse.ravel()
 
 
+def _dsb_mean(iou: np.ndarray, n_true: int, n_pred: int, thresholds: Sequence[float]) -> float:
+    """Mean over ``thresholds`` of TP / (TP + FP + FN) for a true x predicted IoU matrix."""
+    if n_true == 0 and n_pred == 0:
+        return 1.0
+    if n_true == 0 or n_pred == 0:
+        return 0.0
+    # at IoU > 0.5 every object has at most one partner, so matching is counting the pairs above t
+    scores = []
+    for t in thresholds:
+        tp = int(np.count_nonzero(iou > t))
+        scores.append(tp / (n_true + n_pred - tp))
+    return float(np.mean(scores))
+
+
 def proxy_score(pred: np.ndarray, truth: np.ndarray, thresholds: Sequence[float] = IOU_THRESHOLDS) -> float:
     """Mean over IoU thresholds of TP / (TP + FP + FN), one-to-one matching at IoU > t (a proxy for AP).
 
@@ -295,58 +334,181 @@ def proxy_score(pred: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]
     g_off = 1 if g_ids[0] == 0 else 0
     p_off = 1 if p_ids[0] == 0 else 0
     n_true, n_pred = len(g_ids) - g_off, len(p_ids) - p_off
-    if n_true == 0 and n_pred == 0:
-        return 1.0
     if n_true == 0 or n_pred == 0:
-        return 0.0
+        return _dsb_mean(np.zeros((n_true, n_pred)), n_true, n_pred, thresholds)
     inter = np.bincount(g.ravel() * len(p_ids) + p.ravel(), minlength=len(g_ids) * len(p_ids))
     inter = inter.reshape(len(g_ids), len(p_ids)).astype(np.float64)
     area_g, area_p = inter.sum(1), inter.sum(0)
     inter = inter[g_off:, p_off:]
     iou = inter / (area_g[g_off:, None] + area_p[None, p_off:] - inter)
-    # at IoU > 0.5 every object has at most one partner, so matching is counting the pairs above t
-    scores = []
-    for t in thresholds:
-        tp = int(np.count_nonzero(iou > t))
-        scores.append(tp / (n_true + n_pred - tp))
-    return float(np.mean(scores))
+    return _dsb_mean(iou, n_true, n_pred, thresholds)
 
 
-def grid_search(images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-                cfg: WatershedConfig) -> tuple[list[dict], np.ndarray]:
-    """Every grid combination (as a parameter dict) and its mean proxy score over the images.
+class TruthOverlaps:
+    """One true label map, prepared once to score many predictions of its image by :func:`proxy_score`."""
 
-    Intermediate results are shared: one signal per (image, signal, background_sigma), one foreground and distance per
-    factor, one watershed per (sigma, min_distance), and only ``min_size`` is applied per combination.
+    def __init__(self, truth: np.ndarray):
+        ids, g = _compact(truth)
+        self.off = 1 if ids[0] == 0 else 0
+        self.n_true = len(ids) - self.off
+        self.area = np.bincount(g, minlength=len(ids))[self.off:].astype(np.float64)
+        self.pixels = np.flatnonzero(g >= self.off)  # only object pixels can overlap an object
+        self.ids = g[self.pixels] - self.off
+
+    def scores(self, labels: np.ndarray, min_sizes: Sequence[int]) -> np.ndarray:
+        """``proxy_score(remove_small(labels, m), truth)`` for each ``m`` of ``min_sizes`` (one overlap count)."""
+        flat = labels.ravel()
+        n = int(flat.max()) + 1 if flat.size else 1
+        area_p = np.bincount(flat, minlength=n)[1:].astype(np.float64)
+        inter = np.bincount(self.ids * n + flat[self.pixels], minlength=self.n_true * n)
+        inter = inter.reshape(self.n_true, n)[:, 1:].astype(np.float64)
+        iou = inter / (self.area[:, None] + area_p[None, :] - inter)
+        out = np.empty(len(min_sizes))
+        for k, m in enumerate(min_sizes):
+            keep = area_p >= max(int(m), 1)  # absent ids (area 0) are no object whatever the minimum
+            out[k] = _dsb_mean(iou[:, keep], self.n_true, int(keep.sum()), IOU_THRESHOLDS)
+        return out
+
+
+def tuning_axes(cfg: WatershedConfig, images: Sequence[np.ndarray]) -> dict[str, list]:
+    """The grid's values per parameter (grid order: PARAMS), duplicates dropped; ``exg`` needs colour."""
+    return {"signal": [s for s in dict.fromkeys(cfg.signals) if s != "exg" or any(im.ndim == 3 for im in images)],
+            "background_sigma": list(dict.fromkeys(float(v) for v in cfg.background_sigmas)),
+            "threshold_factor": list(dict.fromkeys(float(v) for v in cfg.threshold_factors)),
+            "min_distance": list(dict.fromkeys(int(v) for v in cfg.min_distances)),
+            "sigma": list(dict.fromkeys(float(v) for v in cfg.sigmas)),
+            "min_size": list(dict.fromkeys(int(v) for v in cfg.min_sizes))}
+
+
+def _foreground_block(fg: np.ndarray, truth: TruthOverlaps, axes: dict) -> np.ndarray:
+    """Scores [min_distance, sigma, min_size] of one foreground: one labelling, one distance per sigma, one
+    watershed per (sigma, min_distance), ``min_size`` applied to the overlap counts."""
+    block = np.empty((len(axes["min_distance"]), len(axes["sigma"]), len(axes["min_size"])))
+    components = ndi.label(fg)
+    for j, sm in enumerate(axes["sigma"]):
+        dist = smoothed_distance(fg, sm)
+        for i, md in enumerate(axes["min_distance"]):
+            block[i, j] = truth.scores(split_objects(fg, dist, md, components), axes["min_size"])
+    return block
+
+
+def image_scores(image: np.ndarray, truth: np.ndarray, axes: dict, signal_sigma: float = 1.0,
+                 fill_holes: bool = True) -> np.ndarray:
+    """The proxy score of every combination of ``axes`` (in grid order) on one image.
+
+    Work is shared wherever a result cannot depend on the parameter varied: one signal per distinct
+    resolved (signal, background_sigma) (``auto`` is ``gray`` or ``inverted`` on every image), one block
+    of scores per distinct foreground mask (the score depends on the foreground, not on the signal that
+    made it), one watershed per (foreground, sigma, min_distance), one overlap count per watershed.
     """
-    signals = [s for s in dict.fromkeys(cfg.signals)
-               if s != "exg" or any(im.ndim == 3 for im in images)]  # exg needs colour
-    backgrounds = list(dict.fromkeys(float(v) for v in cfg.background_sigmas))
-    factors = list(dict.fromkeys(float(v) for v in cfg.threshold_factors))
-    min_distances = list(dict.fromkeys(int(v) for v in cfg.min_distances))
-    sigmas = list(dict.fromkeys(float(v) for v in cfg.sigmas))
-    min_sizes = list(dict.fromkeys(int(v) for v in cfg.min_sizes))
-    grid = [dict(signal=sg, background_sigma=bg, threshold_factor=f, min_distance=md, sigma=sm, min_size=ms)
-            for sg in signals for bg in backgrounds for f in factors for md in min_distances for sm in sigmas
-            for ms in min_sizes]
-    index = {tuple(g.values()): k for k, g in enumerate(grid)}
+    truth_ov = TruthOverlaps(truth)
+    shape = tuple(len(axes[k]) for k in PARAMS)
+    scores = np.empty(shape)
+    by_signal: dict[tuple, np.ndarray] = {}
+    by_fg: dict[bytes, np.ndarray] = {}
+    for a, sg in enumerate(axes["signal"]):
+        for b, bg in enumerate(axes["background_sigma"]):
+            key = (resolve_signal(image, sg), bg)
+            if key not in by_signal:
+                s = signal_map(image, key[0], signal_sigma, bg)
+                blocks = []
+                for f in axes["threshold_factor"]:
+                    fg = np.zeros(image.shape[:2], bool) if s is None else foreground(s, f, fill_holes)[0]
+                    fg_key = hashlib.sha1(np.packbits(fg)).digest()
+                    if fg_key not in by_fg:
+                        by_fg[fg_key] = _foreground_block(fg, truth_ov, axes)
+                    blocks.append(by_fg[fg_key])
+                by_signal[key] = np.stack(blocks)
+            scores[a, b] = by_signal[key]
+    return scores.ravel()
+
+
+def _image_scores_task(args: tuple) -> np.ndarray:
+    return image_scores(*args)
+
+
+def _jobs(jobs: int, n_images: int) -> int:
+    """Worker processes: ``jobs``; when 0, the CPUs the job was given: ``OMP_NUM_THREADS`` when set (Snakemake
+    sets it to a job's threads, 1 for a watershed train job), else every core this process may use. Never
+    more than the images."""
+    if not jobs:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        jobs = min(jobs, int(omp)) if omp.isdigit() and int(omp) > 0 else jobs
+    return max(1, min(int(jobs), n_images))
+
+
+def search(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], axes: dict, signal_sigma: float = 1.0,
+           fill_holes: bool = True, jobs: int = 1, what: str | None = None) -> tuple[list[dict], np.ndarray]:
+    """Every combination of ``axes`` (as parameter dicts, grid order) and its mean proxy score over the
+    images, the images spread over ``jobs`` processes (0: every core); ``what`` names the progress lines
+    (None: silent)."""
+    grid = [dict(zip(PARAMS, combo)) for combo in itertools.product(*(axes[k] for k in PARAMS))]
+    tasks = [(image, truth, axes, signal_sigma, fill_holes) for image, truth in zip(images, truths)]
+    per_image: list[np.ndarray | None] = [None] * len(tasks)
+    progress = Progress(what or "", len(tasks), logger=log)
+
+    def done(k: int, scores: np.ndarray) -> None:
+        per_image[k] = scores
+        if what:
+            mean = np.mean([s for s in per_image if s is not None], axis=0)
+            best = int(np.argmax(mean))
+            progress.update(sum(s is not None for s in per_image), grid[best], float(mean[best]), "images")
+
+    workers = _jobs(jobs, len(tasks))
+    if workers == 1:
+        for k, task in enumerate(tasks):
+            done(k, _image_scores_task(task))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_image_scores_task, task): k for k, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
     totals = np.zeros(len(grid))
-    for image, truth in zip(images, truths):
-        for sg, bg in ((sg, bg) for sg in signals for bg in backgrounds):
-            s = signal_map(image, sg, cfg.signal_sigma, bg)
-            for f in factors:
-                if s is None:
-                    fg = np.zeros(image.shape[:2], bool)
-                else:
-                    fg, _ = foreground(s, f, cfg.fill_holes)
-                for sm in sigmas:
-                    dist = smoothed_distance(fg, sm)
-                    for md in min_distances:
-                        labels = split_objects(fg, dist, md)
-                        for ms in min_sizes:
-                            k = index[(sg, bg, f, md, sm, ms)]
-                            totals[k] += proxy_score(remove_small(labels, ms), truth)
+    for scores in per_image:  # in image order, so the sums do not depend on which worker finished first
+        totals += scores
     return grid, totals / max(len(images), 1)
 
 
-__all__ = ["Watershed", "WatershedConfig", "proxy_score", "segment", "grid_search", "check_config"]
+def grid_search(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], cfg: WatershedConfig,
+                jobs: int = 1, what: str | None = None) -> tuple[list[dict], np.ndarray]:
+    """Every combination of the config's grid (as a parameter dict) and its mean proxy score over the images."""
+    return search(images, truths, tuning_axes(cfg, images), cfg.signal_sigma, cfg.fill_holes, jobs, what)
+
+
+def widen_axes(cfg: WatershedConfig, axes: dict) -> list[Axis]:
+    """The numeric axes that may grow past their edge, with their allowed ranges (the config's bounds)."""
+    return [Axis("background_sigma", tuple(axes["background_sigma"]), lo=0.0),
+            Axis("threshold_factor", tuple(axes["threshold_factor"]), lo=0.0),
+            Axis("min_distance", tuple(axes["min_distance"]), lo=1, integer=True),
+            Axis("sigma", tuple(axes["sigma"]), lo=0.0),
+            Axis("min_size", tuple(axes["min_size"]), lo=0, integer=True)]
+
+
+def widen_best(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], cfg: WatershedConfig, grid: list[dict],
+               scores: np.ndarray, what: str = "watershed tuning") -> tuple[dict, float, dict]:
+    """The grid's best (the first maximum: grid order breaks ties), then :func:`objguided_methods._tuning.widen`
+    of the axes whose best lies on their edge; returns (best parameters, best proxy score, widening record)."""
+    best = int(np.argmax(scores))
+
+    def score_one(params: dict) -> float:
+        one = {k: [params[k]] for k in PARAMS}
+        return float(search(images, truths, one, cfg.signal_sigma, cfg.fill_holes, cfg.tune_jobs)[1][0])
+
+    axes = widen_axes(cfg, tuning_axes(cfg, images))
+    return widen(grid[best], float(scores[best]), axes, score_one, cfg.max_widen, what, logger=log)
+
+
+def tune(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], cfg: WatershedConfig,
+         what: str = "watershed tuning") -> tuple[dict, float, list[dict], np.ndarray, dict]:
+    """:func:`grid_search` with progress lines, then :func:`widen_best`.
+
+    Returns (best parameters, best proxy score, grid, grid scores, widening record).
+    """
+    grid, scores = grid_search(images, truths, cfg, cfg.tune_jobs, what)
+    chosen, value, record = widen_best(images, truths, cfg, grid, scores, what)
+    return chosen, value, grid, scores, record
+
+
+__all__ = ["Watershed", "WatershedConfig", "proxy_score", "segment", "grid_search", "search", "image_scores",
+           "tune", "widen_best", "check_config"]

@@ -18,27 +18,28 @@ from objguided.errors import ConfigError, ObjguidedError
 log = logging.getLogger("objguided")
 
 
-def _json_arg(text: str) -> dict:
+def _json_arg(text: str, option: str) -> dict:
+    """The JSON object given to the command-line option ``option``; bad JSON is an error naming the option."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--spec is not valid JSON ({exc}): {text[:200]}") from exc
+        raise ConfigError(f"{option} is not valid JSON ({exc}): {text[:200]}") from exc
     if not isinstance(value, dict):
-        raise ConfigError(f"--spec must be a JSON object, got {type(value).__name__}")
+        raise ConfigError(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
 
 
 def cmd_fetch(args) -> None:
     from objguided.data.convert import fetch
 
-    record = fetch(_json_arg(args.spec), args.raw)
+    record = fetch(_json_arg(args.spec, "--spec"), args.raw)
     log.info("fetched %s into %s", ", ".join(f["name"] for f in record.get("files", [])) or "data", args.raw)
 
 
 def cmd_convert(args) -> None:
     from objguided.data.convert import convert
 
-    manifest = convert(_json_arg(args.spec), args.out, args.raw)
+    manifest = convert(_json_arg(args.spec, "--spec"), args.out, args.raw)
     log.info("converted %d images (%d objects) into %s", manifest["images"], manifest["objects"], args.out)
 
 
@@ -47,7 +48,7 @@ def cmd_split(args) -> None:
     from objguided.data.split import seeded_split, split_from_files
     from objguided.engine.atomic import write_json
 
-    spec = _json_arg(args.spec)
+    spec = _json_arg(args.spec, "--spec")
     ids = CanonicalDataset(args.data).ids
     kind = spec.get("kind", "seeded")
     fractions, seed = spec.get("fractions", [0.6, 0.2, 0.2]), spec.get("seed", 0)
@@ -68,7 +69,7 @@ def cmd_split(args) -> None:
 def cmd_train(args) -> None:
     from objguided.engine.run import train_run
 
-    record = train_run(args.method, args.variant, _json_arg(args.params), args.data, args.split, args.seed,
+    record = train_run(args.method, args.variant, _json_arg(args.params, "--params"), args.data, args.split, args.seed,
                        args.out, args.device)
     log.info("model written to %s (%.1f s)", args.out, record["train_seconds"])
 
@@ -98,10 +99,21 @@ def cmd_score(args) -> None:
 
 
 def cmd_export_coco(args) -> None:
-    from objguided.metrics.coco import export_gt_coco
+    from objguided.data.canonical import read_label_map
+    from objguided.data.coco_interop import integer_image_ids, renumber_predictions
+    from objguided.engine.atomic import write_json
+    from objguided.metrics.coco import gt_coco_dict, gt_sources
 
-    coco = export_gt_coco(args.data, args.out, split_path=args.split, subset=args.subset)
+    # integer image ids (faster-coco-eval and the COCO format require them); the stem stays in file_name
+    items = ((i, read_label_map(p)) for i, p in gt_sources(args.data, args.split, args.subset))
+    coco, number = integer_image_ids(gt_coco_dict(items))
+    results = renumber_predictions(args.pred, number) if args.pred else None
+    write_json(args.out, coco)
     log.info("%d images, %d objects written to %s", len(coco["images"]), len(coco["annotations"]), args.out)
+    if results is not None:
+        pred_out = args.pred_out or args.out.with_name(f"{args.out.stem}_results.json")
+        write_json(pred_out, results)
+        log.info("%d predictions of %s, with the same image ids, written to %s", len(results), args.pred, pred_out)
 
 
 def cmd_time(args) -> None:
@@ -114,7 +126,7 @@ def cmd_time(args) -> None:
 def _report_spec(text: str) -> dict:
     """``--runs``: a .json file or the JSON itself; an unreadable file or bad JSON is one clear error."""
     if not text.endswith(".json"):
-        return _json_arg(text)
+        return _json_arg(text, "--runs")
     path = Path(text)
     try:
         spec = json.loads(path.read_text())
@@ -140,12 +152,14 @@ def cmd_report(args) -> None:
 def cmd_methods(args) -> None:
     import dataclasses
 
-    import methods
+    import objguided_methods as methods
 
     for name in methods.available():
         method = methods.get(name)
-        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(method.Config)
-                           if f.default is not dataclasses.MISSING)
+        # list-valued settings (tuning grids, crop_scales, lr_milestones) are default_factory fields
+        fields = ", ".join(f"{f.name}={f.default_factory() if f.default is dataclasses.MISSING else f.default!r}"
+                           for f in dataclasses.fields(method.Config)
+                           if (f.default, f.default_factory) != (dataclasses.MISSING, dataclasses.MISSING))
         print(f"{name}{' (gpu)' if method.uses_gpu else ''}: {fields}")
 
 
@@ -204,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", choices=["train", "val", "test"])
     p.add_argument("--box-convention", default="inclusive", choices=["inclusive", "pixel_extent"])
     p.add_argument("--mask-iou", default="binary", choices=["binary", "soft_area"])
-    p.add_argument("--no-extras", action="store_true", help="skip COCO AP and the DSB2018 score")
+    p.add_argument("--no-extras", action="store_true",
+                   help="skip the extra columns (COCO AP, the DSB2018 score, the CTC and CVPPP measures)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_score)
 
@@ -213,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", type=Path)
     p.add_argument("--subset", choices=["train", "val", "test"])
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--pred", type=Path, help="a run's predictions.json, rewritten with the export's image ids")
+    p.add_argument("--pred-out", type=Path,
+                   help="where the rewritten predictions go (default: <out stem>_results.json)")
     p.set_defaults(func=cmd_export_coco)
 
     p = verbs.add_parser("time", help="inference speed (FPS) as the paper measures it")

@@ -29,7 +29,8 @@ import yaml
 
 from objguided.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# objguided/schemas links to workflow/schemas in the checkout (the Snakemake convention); a wheel holds a copy
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 # ----------------------------------------------------------------------------------------------- typed configs
@@ -360,7 +361,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
 def check_params(config: dict) -> None:
     """Build every (method, variant)'s config as its job will (``Method.make_config``), so that a bad value
     stops the plan, named at the variant's ``params`` when the variant set it, else at the method's."""
-    import methods
+    import objguided_methods as methods
 
     for name, spec in config["methods"].items():
         try:
@@ -416,7 +417,7 @@ def load_config(path: str | Path) -> dict:
     return validate_config(config)
 
 
-def runs(config: dict, methods_filter=None) -> list[dict]:
+def runs(config: dict) -> list[dict]:
     """Every (dataset, method, variant, seed) the config asks for, with its label and paper row."""
     out = []
     for dataset, dspec in config["datasets"].items():

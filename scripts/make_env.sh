@@ -92,10 +92,12 @@ else
   fi
 fi
 
-# Asked from / so that the current folder on sys.path cannot pass for an installed checkout.
+# Asked from / so that the current folder on sys.path cannot pass for an installed checkout; objguided_methods
+# (methods/, mapped by pyproject.toml) too, so that an install made before that mapping is redone.
 venv_python=$(cd "$venv" && pwd -P)/bin/python
 installed=$(cd / && "$venv_python" -c \
-  'import objguided, pathlib; print(pathlib.Path(objguided.__file__).resolve().parents[1])' 2>/dev/null || true)
+  'import objguided, objguided_methods, pathlib; print(pathlib.Path(objguided.__file__).resolve().parents[1])' \
+  2>/dev/null || true)
 if [ "$installed" != "$here" ] || [ ! -x "$venv/bin/objguided" ]; then
   quiet_pip "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
 fi

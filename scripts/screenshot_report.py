@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SECTIONS = ("table1", "extras", "table2", "fig4", "fig5", "runs")
+SECTIONS = ("vs-paper", "table1", "extras", "table2", "fig4", "errors", "fig5", "losses", "runs")
 BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 INSTALL_HINT = ("headless Chromium not found: install it with `sudo apt-get install -y chromium` "
                 "(Debian/Ubuntu; `chromium-browser` on older Ubuntu, or Google Chrome), or set CHROMIUM to the binary")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import methods
+import objguided_methods as methods
 from objguided.cli import main
 from objguided.config import runs, validate_config
 
@@ -25,7 +25,7 @@ def toy_method_dir(tmp_path, monkeypatch):
     yield folder
     methods._REGISTRY.pop("threshold", None)
     import sys
-    sys.modules.pop("methods.threshold", None)
+    sys.modules.pop("objguided_methods.threshold", None)
 
 
 def test_readme_method_joins_the_registry_config_and_every_step(toy_method_dir, tmp_path):

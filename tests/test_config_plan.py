@@ -14,7 +14,7 @@ import typing
 import pytest
 import yaml
 
-import methods
+import objguided_methods as methods
 from objguided.config import (
     Len,
     PosFloat,
@@ -232,8 +232,8 @@ def test_every_method_declares_each_field_and_its_defaults_hold():
 
 
 def test_dense_optimizer_choices_are_the_trainers():
-    from methods._dense import DenseTrainFields
     from objguided.engine import trainer
+    from objguided_methods._dense import DenseTrainFields
 
     assert typing.get_args(fields_of(DenseTrainFields)["optimizer"]) == trainer.OPTIMIZERS
 
@@ -257,7 +257,7 @@ def test_peer_configs_are_checked_without_their_packages(tmp_path):
             validate_config(config)
         except ConfigError as exc:
             print(exc)
-        import methods
+        import objguided_methods as methods
         print(methods.get("cellpose").unavailable() is not None)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

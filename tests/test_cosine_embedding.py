@@ -11,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from skimage.draw import disk
 
-import methods
-from methods.base import Instance
-from methods.cosine_embedding import (
+import objguided_methods as methods
+from objguided.data.canonical import CanonicalDataset, write_sample
+from objguided.data.synthetic import generate
+from objguided.errors import ConfigError
+from objguided_methods.base import Instance
+from objguided_methods.cosine_embedding import (
     build_net,
     cluster,
     cosine_loss,
@@ -22,9 +25,6 @@ from methods.cosine_embedding import (
     select_instances,
     tune_post,
 )
-from objguided.data.canonical import CanonicalDataset, write_sample
-from objguided.data.synthetic import generate
-from objguided.errors import ConfigError
 
 pytest.importorskip("sklearn.cluster", reason="cosine_embedding clusters with scikit-learn's HDBSCAN")
 

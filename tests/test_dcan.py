@@ -10,12 +10,21 @@ import pytest
 import torch
 from skimage.draw import disk
 
-import methods
-from methods.base import Instance
-from methods.dcan import build_net, contour_target, finish, instances_from, make_loss, make_targets, segment, tune_post
+import objguided_methods as methods
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError
+from objguided_methods.base import Instance
+from objguided_methods.dcan import (
+    build_net,
+    contour_target,
+    finish,
+    instances_from,
+    make_loss,
+    make_targets,
+    segment,
+    tune_post,
+)
 
 TINY = {"width": 4, "input_size": 32, "batch_size": 2, "max_steps": 2, "progress": False, "num_workers": 0}
 

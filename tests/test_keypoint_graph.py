@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods._keypoint_graph_core import (
+import objguided_methods as methods
+from objguided.errors import ConfigError
+from objguided_methods._keypoint_graph_core import (
     BL,
     BR,
     CC,
@@ -31,9 +32,8 @@ from methods._keypoint_graph_core import (
     smooth_votes,
     vote_maps,
 )
-from methods._keypoint_graph_net import SCALES, EpochDecay, KeypointGraphNet
-from methods.base import Instance
-from objguided.errors import ConfigError
+from objguided_methods._keypoint_graph_net import SCALES, EpochDecay, KeypointGraphNet
+from objguided_methods.base import Instance
 
 TINY = {"backbone": "resnet18", "pretrained": None, "num_workers": 0, "input_size": 64, "head_kernel": 3,
         "head_width": 16}
@@ -265,18 +265,18 @@ def test_lr_decays_per_epoch_through_the_shared_trainer(tmp_path):
 
 
 def test_loss_terms_and_shapes(tmp_path):
-    from methods.keypoint_graph import TrainSamples, collate, loss_fn
+    from objguided_methods.keypoint_graph import TrainSamples
 
     cfg = method().make_config({**TINY})
     lab = squares(64)
     img = (lab > 0).astype(np.uint8) * 200
     ds = TrainSamples([(img, lab)], cfg)
-    images, targets = collate([ds[(0, 1)], ds[(0, 2)]])
+    images, targets = TrainSamples.collate([ds[(0, 1)], ds[(0, 2)]])
     assert images.shape == (2, 3, 64, 64)
     assert [t[0].shape[-1] for t in targets["scales"]] == [64, 32, 16, 8]
     torch.manual_seed(0)
     net = KeypointGraphNet("resnet18", None, 3, 16)
-    terms = loss_fn(net, (images, targets))
+    terms = TrainSamples.loss(net, (images, targets))
     assert {"total", "kp0", "short0", "mid0", "kp3", "seg"} <= set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
     assert float(terms["seg"].detach()) > 0

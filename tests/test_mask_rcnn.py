@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods._torchvision_detection import TrainSamples, build_fpn_backbone, masks_to_targets, paste_masks
-from methods.base import Instance
-from methods.mask_rcnn import build_model
+import objguided_methods as methods
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError
+from objguided_methods._torchvision_detection import TrainSamples, build_fpn_backbone, masks_to_targets, paste_masks
+from objguided_methods.base import Instance
+from objguided_methods.mask_rcnn import build_model
 
 #: a light network for fast tests (no weights: nothing can be downloaded here)
 TINY = {"backbone": "resnet18", "pretrained": "none", "num_workers": 0, "input_size": 128, "fpn_channels": 32,

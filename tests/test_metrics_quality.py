@@ -323,8 +323,9 @@ def test_quality_from_predictions_matches_the_per_image_functions(tmp_path):
     maps["A2_plant002"] = np.zeros_like(gt3)
     per = {i: measures(gts[i], maps[i]) for i in sorted(gts)}
     assert [r["image_id"] for r in out["per_image"]] == sorted(gts)
-    for r in out["per_image"]:
-        assert r["ctc"] == per[r["image_id"]]["ctc"] and r["cvppp"] == per[r["image_id"]]["cvppp"]
+    for r in out["per_image"]:  # the pixel-list path gives exactly the painted label map's numbers
+        assert r["ctc"] == {**per[r["image_id"]]["ctc"], "det_reference": "labels", "truth_complete": True}
+        assert r["cvppp"] == per[r["image_id"]]["cvppp"]
     expect = aggregate([p["ctc"] for p in per.values()], [p["cvppp"] for p in per.values()])
     assert out["ctc"] == expect["ctc"] and out["cvppp"] == expect["cvppp"]
     assert out["images"] == 3 and out["settings"]["predictions_kept"] == 5

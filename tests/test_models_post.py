@@ -1,4 +1,4 @@
-"""Pre-processing frames, splatting and both post-processing paths (REFERENCE sections 1 and 2)."""
+"""Pre-processing frames, splatting and both post-processing paths (docs/method.md, docs/protocol.md)."""
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ def _square(size, y1, x1, y2, x2):
 # ------------------------------------------------------------------------------------------ splat
 
 def test_all_ones_roi_coverage_matches_reference_numbers():
-    # REFERENCE: min interior canvas value of unnormalised splatting ~0.28 (w=4), 0.55 (8), 0.81 (10-16)
+    # docs/method.md: min interior canvas value of unnormalised splatting ~0.28 (w=4), 0.55 (8), 0.81 (10-16)
     for w, expect in ((4, 0.28), (8, 0.55), (10, 0.81), (16, 0.81)):
         lv = roi_levels([20 + (w - 1) / 2, 20 + (w - 1) / 2, w, w])[0]
         c = splat(np.ones((lv.gh, lv.gw)), lv.span(), 64, normalise=False)
@@ -142,8 +142,8 @@ def test_to_instances_code_soft_masks():
     objs = [(10, 12, 29, 35), (40, 40, 55, 52), (10, 12, 29, 35), (2, 50, 5, 53)]
     det = _detections(f, objs, [0.9, 0.8, 0.7, 0.6])
     inst = to_instances(det, f, PostConfig("code"))
-    assert PostConfig("code").thr == 0.53 and PostConfig("paper").thr == 0.5
-    # the duplicate is suppressed; the 4 px object vanishes (raw canvas values <= 0.28 < 0.53)
+    assert PostConfig("code").thr == 0.5 and PostConfig("paper").thr == 0.5  # the README evaluates at 0.5
+    # the duplicate is suppressed; the 4 px object vanishes (raw canvas values <= 0.28 < 0.5)
     assert len(inst) == 2 and [s for _, s, _ in inst] == pytest.approx([0.9, 0.8])
     assert len(to_instances(det, f, PostConfig("paper"))) == 3  # the normalised path keeps it
     for k, (mask, score, soft) in enumerate(inst):
@@ -151,7 +151,7 @@ def test_to_instances_code_soft_masks():
         assert soft is not None and 0 < soft <= mask.sum()
         # reproduce it from the full canvas: raw splat, threshold, bilinear resize, box of == 1 pixels
         i = [0, 1][k]
-        canvas = splat(det["rois"][i], det["roi_boxes"][i], 64, normalise=False) >= 0.53
+        canvas = splat(det["rois"][i], det["roi_boxes"][i], 64, normalise=False) >= 0.5
         full = f.input_to_orig(canvas.astype(float), "bilinear")
         ys, xs = np.nonzero(full >= 1 - 1e-9)
         crop = full[ys.min():ys.max() + 1, xs.min():xs.max() + 1]

@@ -1,4 +1,4 @@
-"""Targets of the paper's network: Gaussian radius, heatmap peaks, object filtering (REFERENCE s.1)."""
+"""Targets of the paper's network: Gaussian radius, heatmap peaks, object filtering (docs/method.md)."""
 
 import math
 

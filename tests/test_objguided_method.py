@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods.base import Instance
-from methods.objguided import TrainSamples, model_config
+import objguided_methods as methods
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError
+from objguided_methods.base import Instance
+from objguided_methods.objguided import TrainSamples, model_config
 
 TINY = {"backbone": "resnet18", "pretrained": None, "num_workers": 0, "input_size": 64}
 

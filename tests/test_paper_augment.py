@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import methods
-from methods.objguided import TrainSamples, model_config
+import objguided_methods as methods
 from objguided.data.augment import augment, crop_params
+from objguided_methods.objguided import TrainSamples, model_config
 
 torch.set_num_threads(1)
 

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pytest
 
-import methods
-from methods.base import Instance
+import objguided_methods as methods
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.data.synthetic import generate
 from objguided.errors import ConfigError
+from objguided_methods.base import Instance
 
 HAVE_CELLPOSE = importlib.util.find_spec("cellpose") is not None
 HAVE_STARDIST = importlib.util.find_spec("stardist") is not None and importlib.util.find_spec("tensorflow") is not None
@@ -59,8 +59,8 @@ def ap50(data, predict, tmp_path, name):
 
 def test_both_are_registered_and_import_without_their_packages():
     assert {"cellpose", "stardist"} <= set(methods.available())
-    import methods.cellpose as mc
-    import methods.stardist as ms
+    import objguided_methods.cellpose as mc
+    import objguided_methods.stardist as ms
 
     # importing the adapters imports neither package nor TensorFlow
     for mod in (mc, ms):
@@ -124,7 +124,7 @@ def test_missing_package_says_how_to_install(tmp_path, monkeypatch, name, blocke
 
 
 def test_cellpose_instances_score_mean_sigmoid_cellprob():
-    from methods.cellpose import instances_from
+    from objguided_methods.cellpose import instances_from
 
     masks = np.zeros((10, 12), np.int32)
     masks[1:4, 1:4] = 1
@@ -141,7 +141,7 @@ def test_cellpose_instances_score_mean_sigmoid_cellprob():
 
 
 def test_stardist_instances_take_the_polygon_probability():
-    from methods.stardist import instances_from
+    from objguided_methods.stardist import instances_from
 
     labels = np.zeros((10, 10), np.int32)
     labels[0:3, 0:3] = 1
@@ -152,7 +152,7 @@ def test_stardist_instances_take_the_polygon_probability():
 
 
 def test_stardist_augmenter_moves_image_and_labels_together():
-    from methods.stardist import augmenter
+    from objguided_methods.stardist import augmenter
 
     np.random.seed(3)
     y = np.arange(1, 16 * 12 + 1, dtype=np.int32).reshape(16, 12)  # every pixel its own label
@@ -184,7 +184,7 @@ def test_cellpose_learns_to_segment_its_training_images(tmp_path):
     """A short CPU run from scratch clearly beats the untrained network at the same diameter."""
     import torch
 
-    from methods.cellpose import load_model, make_state, new_model, predict_with
+    from objguided_methods.cellpose import load_model, make_state, new_model, predict_with
 
     data = make_dataset(tmp_path / "data")
     ds = CanonicalDataset(data, "train")
@@ -216,7 +216,7 @@ def test_cellpose_learns_to_segment_its_training_images(tmp_path):
 @pytest.mark.skipif(not HAVE_STARDIST, reason=NO_STARDIST)
 def test_stardist_learns_to_segment_its_training_images(tmp_path):
     """A short CPU run from scratch clearly beats the untrained network (StarDist's default thresholds)."""
-    from methods.stardist import load_model, make_state, new_model, predict_with
+    from objguided_methods.stardist import load_model, make_state, new_model, predict_with
 
     data = make_dataset(tmp_path / "data")
     ds = CanonicalDataset(data, "train")

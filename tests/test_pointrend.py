@@ -10,8 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from methods._pointrend_net import (
+import objguided_methods as methods
+from objguided.data.canonical import CanonicalDataset, write_sample
+from objguided.data.synthetic import generate
+from objguided.errors import ConfigError
+from objguided_methods._pointrend_net import (
     build_model,
     point_sample,
     sample_image_map,
@@ -20,10 +23,7 @@ from methods._pointrend_net import (
     subdivision_step,
     uncertainty,
 )
-from methods.base import Instance
-from objguided.data.canonical import CanonicalDataset, write_sample
-from objguided.data.synthetic import generate
-from objguided.errors import ConfigError
+from objguided_methods.base import Instance
 
 TINY = {"backbone": "resnet18", "pretrained": "none", "num_workers": 0, "input_size": 128, "fpn_channels": 32,
         "box_head_dim": 64, "coarse_fc_dim": 64, "point_fc_dim": 32, "box_batch_size_per_image": 64,
@@ -224,7 +224,7 @@ def test_training_losses_and_gradients_reach_both_mask_heads():
     masks[0, 10:30, 10:40] = 1
     masks[1, 60:90, 50:70] = 1
     masks[2, 100:120, 100:125] = 1
-    from methods._torchvision_detection import masks_to_targets
+    from objguided_methods._torchvision_detection import masks_to_targets
 
     targets = [masks_to_targets(masks.numpy().astype(bool)), masks_to_targets(np.zeros((0, 128, 128), bool))]
     losses = model([torch.rand(3, 128, 128), torch.rand(3, 128, 128)], targets)

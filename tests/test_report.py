@@ -95,11 +95,11 @@ def test_read_paper_table1_errors(tmp_path):
 
 def test_table1_rows_and_order(runs, paper):
     df = build_table1(runs, paper)
-    assert list(zip(df.dataset, df.label)) == [
-        ("synth-nuclei", "watershed"), ("synth-nuclei", "objguided/norefine"), ("synth-nuclei", "cosine"),
-        ("synth-cells", "watershed"), ("synth-cells", "objguided/norefine"),  # labels: first seen overall
+    assert list(zip(df.dataset, df.label)) == [  # datasets in first-seen order, each a leaderboard by APseg
+        ("synth-nuclei", "objguided/norefine"), ("synth-nuclei", "watershed"), ("synth-nuclei", "cosine"),
+        ("synth-cells", "objguided/norefine"), ("synth-cells", "watershed"),
     ]
-    assert list(df.n_seeds) == [1, 2, 1, 1, 1]
+    assert list(df.n_seeds) == [2, 1, 1, 1, 1]
 
 
 def test_table1_values(runs, paper):
@@ -147,24 +147,30 @@ def test_table1_rejects_bad_runs(runs, paper):
 def test_write_table1(runs, paper, tmp_path):
     df = build_table1(runs, paper)
     csv, md = tmp_path / "out" / "table1.csv", tmp_path / "out" / "table1.md"
-    write_table1(df, csv, md, note=NOTE)
+    tex = tmp_path / "out" / "table1.tex"
+    write_table1(df, csv, md, note=NOTE, tex_path=tex)
     back = read_table1(csv)
     assert list(back.columns) == list(df.columns)
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
-    assert sorted(p.name for p in csv.parent.iterdir()) == ["table1.csv", "table1.md"]  # no temp files left
+    assert sorted(p.name for p in csv.parent.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
 
     text = md.read_text()
     assert text.index("Demo on synthetic data") < text.index("## synth-nuclei")
     assert "## synth-nuclei (stands for the paper's dsb2018)" in text
     assert "## synth-cells (no paper numbers)" in text
-    assert "62.25 ± 1.41 (paper 61.14)" in text
-    assert "3.00 ± 1.41 (paper 3.22)" in text
+    assert "**62.25** ± 1.41 (paper 61.14)" in text  # the best APseg of synth-nuclei, in bold
+    assert "3.00 ± 1.41 (paper 3.22)" in text  # not the fastest: not bold
     assert "FPS [cpu]" in text and "FPS [cuda:0 (NVIDIA H100)]" in text
     assert "(paper: >1 min/image)" in text
     lines = text.splitlines()
     ws = next(line for line in lines if line.startswith("| watershed") and "30.00" in line)
     assert [c.strip() for c in ws.strip("|").split("|")] == ["watershed", "-", "1", "25.00", "30.00", "60.00",
-                                                              "20.00", "12.00"]  # no paper value: nothing shown
+                                                              "20.00", "**12.00**"]  # no paper value: nothing shown
+    # LaTeX (pandas' Styler): one tabular per dataset, the same bold cells, rows in leaderboard order
+    latex = tex.read_text()
+    assert latex.count("\\begin{tabular}") == 2 and "\\toprule" in latex
+    assert "\\textbf{62.25 ± 1.41 (61.14)}" in latex and "\\textbf{12.00}" in latex
+    assert latex.index("objguided/norefine") < latex.index("watershed") < latex.index("cosine")
     # the same Markdown from the CSV read back
     write_table1(back, tmp_path / "b.csv", tmp_path / "b.md", note=NOTE)
     assert (tmp_path / "b.md").read_text() == text

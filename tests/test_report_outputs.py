@@ -160,7 +160,7 @@ def test_fig4_panels(tiny, tmp_path):
     assert all(isinstance(p, Panel) for _, c in columns for p in c.values())
     fig = make_fig4("toy", images, columns, score_threshold=0.5)
     assert len(fig.axes) == 2 * 3  # 2 images x (ground truth + 2 methods)
-    assert fig.axes[0].get_title() == "Ground truth" and fig.axes[1].get_title() == "good"
+    assert fig.axes[0].get_title() == "Ground truth" and fig.axes[1].get_title() == "good\n(score ≥ 0.5)"
     captions = [t.get_text() for ax in fig.axes for t in ax.texts]
     n_shown = sum(s >= 0.5 for s in columns[0][1][tiny["ids"][0]].scores)
     assert f"{n_shown} of {columns[0][1][tiny['ids'][0]].total} shown" in captions
@@ -169,8 +169,8 @@ def test_fig4_panels(tiny, tmp_path):
     plot_fig4("toy", {"dir": str(tiny["data"]), "split": str(tiny["data"] / "split.json"), "subset": "test"},
               [dict(r) for r in tiny["runs"]], png, pdf, n_images=3)
     w, h = _png_size(png)
-    # 3 columns (GT, good, bad) by 3 rows of 1.9-inch panels at 150 dpi, plus margins and the title
-    assert w == round((1.9 * 3 + 0.4) * 150) and h == round((1.9 * 3 + 0.75) * 150)
+    # 3 columns (GT, good, bad) by 3 rows of 1.9-inch panels at 150 dpi, plus margins and the title (2 lines)
+    assert w == round((1.9 * 3 + 0.4) * 150) and h == round((1.9 * 3 + 0.75 + 0.18) * 150)
     assert pdf.read_bytes().startswith(b"%PDF-")
     assert sorted(p.name for p in png.parent.iterdir()) == ["fig4_toy.pdf", "fig4_toy.png"]
 
@@ -244,6 +244,13 @@ def test_build_report_writes_every_file_and_links(tiny):
         assert f"deadbeef{r['seed']}" in page and f"cafe{r['seed']:04d}" in page
     assert page.count("score.log (missing)") == 3
     assert "toyhost" in page and "torch 9.9.9" in page and "cpu (toy)" in page
+    # what every run shares is shown once; each card keeps what differs (commit, config hash, seed)
+    assert page.count("toyhost") == 1 and page.count("torch 9.9.9") == 1 and "Shared by all 3 runs" in page
+    assert page.count("deadbeef0") == 2  # the two seed-0 runs
+    for section in ("vs-paper", "table1", "fig4", "errors", "fig5", "losses", "runs"):
+        assert f'<section id="{section}">' in page, section
+    for name in ("ours_vs_paper.png", "errors_toy.png", "loss_curves_toy.png", "table1.tex"):
+        assert f'"{name}"' in page, name
     for name in ("fig4_toy.png", "fig5.png", "table1.csv", "table2.csv", "extra_metrics.csv"):
         assert f'"{name}"' in page, name
     assert "<h2>Extra metrics (not the paper's protocol)</h2>" in page

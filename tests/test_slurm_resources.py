@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-import methods
+import objguided_methods as methods
 from objguided.config import runs, validate_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,8 +39,9 @@ def png_bytes(array, mode=None, palette=None) -> bytes:
 
 
 def tif_bytes(array) -> bytes:
+    """LZW-compressed, as every TIFF of the Cell Tracking Challenge's archives."""
     buf = io.BytesIO()
-    tifffile.imwrite(buf, np.asarray(array))
+    tifffile.imwrite(buf, np.asarray(array), compression="lzw")
     return buf.getvalue()
 
 
@@ -432,7 +433,8 @@ def test_ctc_truth_choice(tmp_path, truth, n, gold_ids):
     manifest = convert(spec, tmp_path / "out", tmp_path / "raw")
     assert manifest["images"] == n and manifest["truth"] == truth
     assert manifest["truth_counts"]["gold"] == gold_ids and sum(manifest["truth_counts"].values()) == n
-    assert manifest["truth_available"] == {"01": {"gold": 2, "silver": 4}, "02": {"gold": 2, "silver": 4}}
+    assert manifest["truth_available"] == {"01": {"gold": 2, "silver": 4, "markers": 1},
+                                           "02": {"gold": 2, "silver": 4, "markers": 1}}
     if truth == "both":
         assert manifest["truth_of"]["01_t001"] == "gold" and manifest["truth_of"]["01_t000"] == "silver"
         assert read_label_map(tmp_path / "out" / "labels" / "01_t001.png").max() == 14
@@ -452,8 +454,13 @@ def test_ctc_extracted_folder_8bit_and_bad_inputs(tmp_path):
 
     with pytest.raises(DataError, match=r"01_GT/SEG: no man_segNNN\.tif masks; options\.truth 'gold'"):
         convert({"source": "ctc", "options": {**spec["options"], "truth": "gold"}}, tmp_path / "out")
-    with pytest.raises(DataError, match=r"no 'Fluo-N2DL-HeLa/' folder.*holds: ctc|no 'Fluo-N2DL-HeLa/' folder"):
+    with pytest.raises(ConfigError, match=r"options.name is 'Fluo-N2DL-HeLa' but .* holds the Cell Tracking "
+                                          r"Challenge set 'PhC-C2DH-U373'"):
         convert({"source": "ctc", "options": {"name": "Fluo-N2DL-HeLa", "archive": str(root)}}, tmp_path / "out")
+    with pytest.raises(DataError, match=r"01: no 'PhC-C2DH-U373/' folder; expected .* \(the archive holds: t000.tif, "
+                                        r"t001.tif\)\. Point options.archive at PhC-C2DH-U373.zip"):
+        convert({"source": "ctc", "options": {**spec["options"], "archive": str(root / "PhC-C2DH-U373" / "01")}},
+                tmp_path / "out")
     (root / "PhC-C2DH-U373" / "01_ST" / "SEG" / "man_seg001.tif").write_bytes(tif_bytes(np.zeros((6, 9), np.uint16)))
     with pytest.raises(DataError, match=r"01_ST/SEG/man_seg001\.tif: label image is 6x9 but its image"):
         convert(spec, tmp_path / "out")

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from test_trainer import Data, loss, model, same_weights, seed_all  # the toy problem: 3 batches an epoch
 
-import methods
-from methods.base import Method
+import objguided_methods as methods
 from objguided.data.canonical import write_sample
 from objguided.engine.run import train_run
 from objguided.engine.trainer import (
@@ -27,7 +27,7 @@ from objguided.engine.trainer import (
     make_loader,
     resume_key,
 )
-from test_trainer import Data, loss, model, same_weights, seed_all  # the toy problem: 3 batches an epoch
+from objguided_methods.base import Method
 
 
 def counted(calls):

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 
 import numpy as np
 import pytest
 from skimage.draw import disk
 
-import methods
-from methods.watershed import WatershedConfig, grid_search, params_from, proxy_score, segment
+import objguided_methods as methods
 from objguided.data.canonical import CanonicalDataset, write_sample
 from objguided.errors import ConfigError
+from objguided_methods.watershed import WatershedConfig, grid_search, params_from, proxy_score, segment
 
 SIZE = 128
 
@@ -188,32 +187,31 @@ def _synthetic():
 
 
 def tune_and_compare(samples, untuned=None):
-    """(proxy of the tuned parameters, proxy of ``untuned`` (default: the config's defaults), seconds)."""
+    """(proxy of the tuned parameters, proxy of ``untuned`` (default: the config's defaults)).
+
+    The tuning's speed is measured in benchmarks/tune_watershed.py, not here (a shared machine's load makes
+    a timed test fail at random)."""
     images, truths = [s[0] for s in samples], [s[1] for s in samples]
     cfg = WatershedConfig()
     untuned = untuned or params_from(None, cfg)
-    t0 = time.perf_counter()
     grid, scores = grid_search(images, truths, cfg)
-    seconds = time.perf_counter() - t0
     base = np.mean([proxy_score(segment(im, **untuned)[0], gt) for im, gt in zip(images, truths)])
-    return float(scores.max()), float(base), seconds
+    return float(scores.max()), float(base)
 
 
 def test_tuning_beats_a_fixed_default_on_own_data():
     # dark-on-light discs: a fixed "gray" signal segments the background, tuning finds the polarity
     samples = [random_discs(s, n=8, dark_on_light=True) for s in range(4)]
     fixed = dict(signal="gray", threshold_factor=1.0, min_distance=5, sigma=0.0, min_size=10)
-    tuned, base, seconds = tune_and_compare(samples, fixed)
+    tuned, base = tune_and_compare(samples, fixed)
     assert tuned > 0.9 and base < 0.1
-    assert seconds < 30
 
 
 @pytest.mark.skipif(_synthetic() is None, reason="objguided.data.synthetic not available yet")
 def test_tuning_beats_untuned_default_on_synthetic_nuclei():
     samples = [(img, lab) for _, img, lab in _synthetic().generate("nuclei", 4, 128, 0)]
-    tuned, base, seconds = tune_and_compare(samples)  # vs the config's own untuned defaults
+    tuned, base = tune_and_compare(samples)  # vs the config's own untuned defaults
     assert tuned > base + 0.03
-    assert seconds < 30
 
 
 def test_readme_example_method_works(monkeypatch):

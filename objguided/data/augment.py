@@ -71,7 +71,10 @@ def _warp_2d(channel: np.ndarray, side: float, cx: float, cy: float, size: int, 
     step = side / size
     start = lambda c: c - side / 2 + 0.5 * step - 0.5  # noqa: E731  (input coordinate of output pixel 0)
     return ndi.affine_transform(channel, (step, step), offset=(start(cy), start(cx)), output_shape=(size, size),
-                                order=order, mode="constant", cval=0, prefilter=False)
+                                # "grid-constant", not "constant": samples within half a pixel outside the
+                                # image blend with the black border as cv2.warpAffine's BORDER_CONSTANT does
+                                # (the authors' warp); "constant" blacks out the whole first row and column
+                                order=order, mode="grid-constant", cval=0, prefilter=False)
 
 
 def warp_crop(image: np.ndarray, side: float, cx: float, cy: float, size: int, order: int = 1) -> np.ndarray:

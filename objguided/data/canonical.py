@@ -29,14 +29,31 @@ SUBSETS = ("train", "val", "test")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
+def read_tiff_pixels(source, where: str, fix: str = "re-extract or re-download it") -> np.ndarray:
+    """A TIFF's pixels (``source``: a path or a binary file object) through tifffile; any failure is a
+    DataError naming ``where``. A compressed TIFF whose codec tifffile takes from imagecodecs (LZW: every
+    Cell Tracking Challenge file; JPEG, zstd...) says to install that package, not that the file is bad."""
+    import tifffile
+
+    try:
+        array = np.asarray(tifffile.imread(source))
+    except Exception as exc:  # tifffile raises many types for damaged files
+        if "imagecodecs" in str(exc):
+            raise DataError(f"{where}: its compression needs the 'imagecodecs' package, which this Python "
+                            f"lacks ({exc}); the file is fine: `pip install imagecodecs` (requirements.txt pins "
+                            "it; `make env` installs it)") from exc
+        raise DataError(f"{where}: cannot be read as a TIFF image ({exc}); {fix}") from exc
+    if array.size == 0:  # tifffile answers some damaged files with an empty array and a warning
+        raise DataError(f"{where}: cannot be read as a TIFF image (no image data); {fix}")
+    return array
+
+
 def _read_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return read_tiff_pixels(path, str(path), "re-export or re-download it")
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
         with Image.open(path) as im:
             im.load()
             if im.mode == "P":  # palette PNGs: keep the indices, do not expand to colours

@@ -21,7 +21,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from objguided.data.canonical import IMAGE_DIR, LABEL_DIR, TIFF_SUFFIXES, gray_or_rgb, pixels_to_uint8, write_sample
+from objguided.data.canonical import (
+    IMAGE_DIR,
+    LABEL_DIR,
+    TIFF_SUFFIXES,
+    gray_or_rgb,
+    pixels_to_uint8,
+    read_tiff_pixels,
+    write_label_map,
+    write_sample,
+)
 from objguided.errors import DataError
 
 
@@ -111,15 +120,7 @@ def open_pil(data: bytes, where: str) -> Image.Image:
 
 
 def read_tiff(data: bytes, where: str) -> np.ndarray:
-    import tifffile
-
-    try:
-        array = np.asarray(tifffile.imread(io.BytesIO(data)))
-    except Exception as exc:  # tifffile raises many types for damaged files
-        raise DataError(f"{where}: cannot be read as a TIFF image ({exc}); re-extract or re-download it") from exc
-    if array.size == 0:  # tifffile answers some damaged files with an empty array and a warning
-        raise DataError(f"{where}: cannot be read as a TIFF image (no image data); re-extract or re-download it")
-    return array
+    return read_tiff_pixels(io.BytesIO(data), where)
 
 
 def read_pixels(data: bytes, where: str) -> np.ndarray:
@@ -270,11 +271,13 @@ class StagedOutput:
     conversion with other options). The caller (``objguided.data.convert``) writes ``manifest.json`` last.
     """
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, extra_dirs: tuple[str, ...] = ()):
         self.out = Path(out)
         self.stage = self.out / f".staging-{uuid.uuid4().hex[:12]}"
         self.ids: list[str] = []
         self._seen: set[str] = set()
+        #: folders of per-image label maps beside labels/ (ctc: markers/), replaced as a whole like labels/
+        self.extra: dict[str, list[str]] = {name: [] for name in extra_dirs}
 
     def __enter__(self) -> "StagedOutput":
         self.out.mkdir(parents=True, exist_ok=True)
@@ -292,12 +295,19 @@ class StagedOutput:
         write_sample(self.stage, image_id, image, labels)
         self.ids.append(image_id)
 
+    def add_map(self, folder: str, image_id: str, labels: np.ndarray) -> None:
+        """An extra label map of an added image, ``<folder>/<image_id>.png`` (a folder named at construction)."""
+        if image_id not in self._seen or folder not in self.extra:
+            raise ValueError(f"add_map: {folder}/{image_id}: add the image first, and name {folder} in extra_dirs")
+        write_label_map(self.stage / folder / f"{image_id}.png", labels)
+        self.extra[folder].append(image_id)
+
     def commit(self) -> None:
-        for sub in (IMAGE_DIR, LABEL_DIR):
+        for sub, ids in ((IMAGE_DIR, self.ids), (LABEL_DIR, self.ids), *self.extra.items()):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
-            for image_id in self.ids:
+            for image_id in ids:
                 os.replace(self.stage / sub / f"{image_id}.png", self.out / sub / f"{image_id}.png")
-            keep = set(self.ids)
+            keep = set(ids)
             for path in (self.out / sub).glob("*.png"):
                 if path.stem not in keep and not path.name.startswith("."):
                     path.unlink()

@@ -229,9 +229,31 @@ def _blob_polygon(cy: float, cx: float, a: float, b: float, angle: float,
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     k = np.arange(2, 2 + len(harmonics))[:, None]
     wobble = 1 + (harmonics[:, None] * np.cos(k * t + phases[:, None])).sum(0)
-    x, y = a * np.cos(t) * wobble, b * np.sin(t) * wobble
+    return _axes_to_image(cy, cx, a * np.cos(t) * wobble, b * np.sin(t) * wobble, angle)
+
+
+def _random_blob(rng: np.random.Generator, cy: float, cx: float, r: float, max_aspect: float, wobble: float,
+                 shape: tuple[int, int], n: int = 48) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """A wobbly ellipse of mean radius ``r`` (random aspect ratio up to ``max_aspect``, orientation and
+    radial harmonics up to ``wobble``) rasterised in ``shape``: (rows, cols, semi-axes a and b, angle)."""
+    aspect = rng.uniform(1.0, max_aspect) ** 0.5
+    a, b = r * aspect, r / aspect
+    angle = rng.uniform(0, np.pi)
+    pr, pc = _blob_polygon(cy, cx, a, b, angle, rng.uniform(0, wobble, 3), rng.uniform(0, 2 * np.pi, 3), n)
+    rr, cc = draw.polygon(pr, pc, shape=shape)
+    return rr, cc, a, b, angle
+
+
+def _axes_to_image(cy: float, cx: float, u, v, angle: float):
+    """Image (row, col) of the points ``u`` along and ``v`` across an axis at ``angle`` through (cy, cx)."""
     ca, sa = math.cos(angle), math.sin(angle)
-    return cy + x * sa + y * ca, cx + x * ca - y * sa
+    return cy + u * sa + v * ca, cx + u * ca - v * sa
+
+
+def _along_across(dy, dx, angle: float):
+    """The inverse of :func:`_axes_to_image`: offsets (dy, dx) from the axis' origin -> (u along, v across)."""
+    ca, sa = math.cos(angle), math.sin(angle)
+    return dx * ca + dy * sa, -dx * sa + dy * ca
 
 
 def _clean_labels(labels: np.ndarray, to_neighbour: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -290,6 +312,7 @@ def _clean_labels(labels: np.ndarray, to_neighbour: bool) -> tuple[np.ndarray, n
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Intensities in [0, 1] (values outside are clipped) -> uint8, rounded."""
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -321,8 +344,15 @@ def nuclei(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tu
     cap = int(p["max_coverage"] * H * W / (math.pi * r_mean**2 * 1.15))
     n_target = int(rng.integers(p["min_count"], n_hi + 1))
     n_target = max(min(n_target, cap), p["min_count"])
+    centres = _place_nuclei(rng, p, size, n_target, r_mean)
+    labels, _ = _clean_labels(_draw_nuclei(rng, p, size, centres), to_neighbour=False)
+    return _render_nuclei(rng, p, labels), labels
 
-    # --- place nuclei: centres, axes, orientation; clumped ones touch an earlier nucleus ---
+
+def _place_nuclei(rng: np.random.Generator, p: dict[str, Any], size: tuple[int, int], n_target: int,
+                  r_mean: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centres and radii (cy, cx, rad) of up to ``n_target`` nuclei; clumped ones touch an earlier nucleus."""
+    H, W = size
     cy, cx, rad = np.empty(n_target), np.empty(n_target), np.empty(n_target)
     placed = 0
     tries = 0
@@ -348,54 +378,55 @@ def nuclei(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tu
                 continue
         cy[placed], cx[placed], rad[placed] = y, x, r
         placed += 1
-    cy, cx, rad = cy[:placed], cx[:placed], rad[:placed]
+    return cy[:placed], cx[:placed], rad[:placed]
 
-    # --- rasterise: polygon per nucleus; overlaps go to the nucleus with smaller normalised radius ---
-    labels = np.zeros((H, W), np.int32)
-    best = np.full((H, W), np.inf)
-    for i in range(placed):
-        aspect = rng.uniform(1.0, p["max_aspect"]) ** 0.5
-        a, b = rad[i] * aspect, rad[i] / aspect
-        angle = rng.uniform(0, np.pi)
-        harm = rng.uniform(0, 0.06, 3)
-        phases = rng.uniform(0, 2 * np.pi, 3)
-        pr, pc = _blob_polygon(cy[i], cx[i], a, b, angle, harm, phases)
-        rr, cc = draw.polygon(pr, pc, shape=(H, W))
+
+def _draw_nuclei(rng: np.random.Generator, p: dict[str, Any], size: tuple[int, int],
+                 centres: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The raw label map: a wobbly ellipse per nucleus; a pixel two nuclei claim goes to the one whose
+    contour is further away (the smaller normalised elliptic radius: 0 at the centre, ~1 at the contour)."""
+    labels = np.zeros(size, np.int32)
+    best = np.full(size, np.inf)
+    for i, (y, x, r) in enumerate(zip(*centres)):
+        rr, cc, a, b, angle = _random_blob(rng, y, x, r, p["max_aspect"], 0.06, size)
         if rr.size == 0:
             continue
-        # normalised elliptic radius (0 at the centre, ~1 at the contour) decides contested pixels
-        dy, dx = rr - cy[i], cc - cx[i]
-        ca, sa = math.cos(angle), math.sin(angle)
-        u, v = (dx * ca + dy * sa) / a, (-dx * sa + dy * ca) / b
-        dn = np.hypot(u, v)
+        u, v = _along_across(rr - y, cc - x, angle)
+        dn = np.hypot(u / a, v / b)
         win = dn < best[rr, cc]
         best[rr[win], cc[win]] = dn[win]
         labels[rr[win], cc[win]] = i + 1
-    labels, kept = _clean_labels(labels, to_neighbour=False)
-    n = int(labels.max())
+    return labels
 
-    # --- render ---
+
+def _render_nuclei(rng: np.random.Generator, p: dict[str, Any], labels: np.ndarray) -> np.ndarray:
+    """The HxWx3 uint8 image of a final label map: fluorescence-like or, with ``p_stained``, stain-like."""
+    H, W = labels.shape
     stained = rng.random() < p["p_stained"]
     fg = labels > 0
     interior = fg & ~find_boundaries(labels, mode="inner", connectivity=1)
     dist = ndi.distance_transform_edt(interior) if fg.any() else np.zeros((H, W))
     edge = np.clip(0.45 + 0.55 * dist / 2.5, 0, 1)  # soft rim and a dip where two nuclei touch
-    level = np.concatenate([[0.0], rng.uniform(0.35, 1.0, n)])  # per-nucleus staining
+    level = np.concatenate([[0.0], rng.uniform(0.35, 1.0, int(labels.max()))])  # per-nucleus staining
     chrom = _smooth_noise(rng, (H, W), rng.uniform(0.8, 1.6))
     tex_amp = rng.uniform(0.08, 0.25)
     nuc = level[labels] * edge * (1 + tex_amp * chrom) * fg
     blur = p["blur"] * rng.uniform(0.6, 1.4)
     noise = p["noise"] * rng.uniform(0.5, 1.5)
-    if not stained:
-        bg = rng.uniform(0.0, 0.08) + 0.02 * _smooth_noise(rng, (H, W), max(H, W) / 4)
-        gain = rng.uniform(0.45, 0.95)
-        img = bg + gain * nuc
-        if blur > 0:
-            img = ndi.gaussian_filter(img, blur)
-        img = img + noise * np.sqrt(np.clip(img, 0.01, None)) * rng.standard_normal((H, W)) * 2
-        gray = _to_uint8(np.clip(img, 0, 1))
-        return np.repeat(gray[..., None], 3, axis=2), labels
-    # stain-like: Beer-Lambert mix of hematoxylin (nuclei) and eosin (tissue), or plain brightfield
+    if stained:
+        return _stained_nuclei(rng, nuc, fg, blur, noise)
+    bg = rng.uniform(0.0, 0.08) + 0.02 * _smooth_noise(rng, (H, W), max(H, W) / 4)
+    img = bg + rng.uniform(0.45, 0.95) * nuc
+    if blur > 0:
+        img = ndi.gaussian_filter(img, blur)
+    img = img + noise * np.sqrt(np.clip(img, 0.01, None)) * rng.standard_normal((H, W)) * 2
+    return np.repeat(_to_uint8(img)[..., None], 3, axis=2)  # gray in three channels, as DSB2018 stores it
+
+
+def _stained_nuclei(rng: np.random.Generator, nuc: np.ndarray, fg: np.ndarray, blur: float,
+                    noise: float) -> np.ndarray:
+    """Beer-Lambert mix of hematoxylin (nuclei) and eosin (tissue), or plain brightfield: HxWx3 uint8."""
+    H, W = nuc.shape
     if rng.random() < 0.7:
         h_vec, e_vec = np.array([0.65, 0.70, 0.29]), np.array([0.07, 0.99, 0.11])
     else:
@@ -408,8 +439,7 @@ def nuclei(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tu
         c_h, c_e = ndi.gaussian_filter(c_h, blur), ndi.gaussian_filter(c_e, blur)
     od = c_h[..., None] * h_vec + c_e[..., None] * e_vec
     rgb = np.exp(-od) * rng.uniform(0.85, 1.0)
-    rgb = rgb + noise * 0.6 * rng.standard_normal((H, W, 3))
-    return _to_uint8(np.clip(rgb, 0, 1)), labels
+    return _to_uint8(rgb + noise * 0.6 * rng.standard_normal((H, W, 3)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,10 +468,21 @@ def _plant_scene(rng: np.random.Generator, size: tuple[int, int], p: dict[str, A
     of leaf ``i`` (0 = oldest, drawn first) is ``i + 1``.
     """
     H, W = size
-    short = min(H, W)
     cy = H / 2 + rng.uniform(-0.05, 0.05) * H
     cx = W / 2 + rng.uniform(-0.05, 0.05) * W
-    R = rng.uniform(p["min_rosette"], p["max_rosette"]) * short
+    R = rng.uniform(p["min_rosette"], p["max_rosette"]) * min(H, W)
+    leaves = _rosette_leaves(rng, p, cy, cx, R)
+    labels = np.zeros((H, W), np.int32)
+    full_area = np.zeros(len(leaves) + 1, np.int64)
+    for i, lf in enumerate(leaves):
+        mask = _leaf_mask(rng, lf, max(1.0, 0.022 * R), size)
+        full_area[i + 1] = mask.sum()
+        labels[mask] = i + 1
+    return labels, leaves, full_area, (cy, cx), R
+
+
+def _rosette_leaves(rng: np.random.Generator, p: dict[str, Any], cy: float, cx: float, R: float) -> list[_Leaf]:
+    """5-20 leaves around (cy, cx) by the golden angle, oldest (longest) first."""
     n = int(rng.integers(p["min_count"], p["max_count"] + 1))
     theta0 = rng.uniform(0, 2 * np.pi)
     golden = np.deg2rad(137.508)
@@ -461,68 +502,78 @@ def _plant_scene(rng: np.random.Generator, size: tuple[int, int], p: dict[str, A
         val = rng.uniform(0.35, 0.55) + 0.12 * (1 - age)
         leaves.append(_Leaf(cy + off * math.sin(oa), cx + off * math.cos(oa), ang, total * pet_frac,
                             blade, half, age, hue, sat, val))
-    labels = np.zeros((H, W), np.int32)
-    full_area = np.zeros(n + 1, np.int64)
-    pet_w = max(1.0, 0.022 * R)
+    return leaves
+
+
+def _leaf_mask(rng: np.random.Generator, lf: _Leaf, pet_w: float, size: tuple[int, int]) -> np.ndarray:
+    """One leaf's full mask: an obovate blade on a thin petiole ``pet_w`` px wide."""
+    H, W = size
     t = np.linspace(0, 1, 40)
-    for i, lf in enumerate(leaves):
-        ca, sa = math.cos(lf.angle), math.sin(lf.angle)
-        # blade outline in leaf coordinates: u along the axis (0 = blade base), v across it
-        prof = np.sin(np.pi * t**1.35) ** 0.7
-        prof *= 1 + 0.03 * np.sin(t * rng.uniform(10, 30) + rng.uniform(0, 6))
-        u = lf.petiole + np.concatenate([t, t[::-1]]) * lf.blade
-        v = np.concatenate([prof, -prof[::-1]]) * lf.half_width
-        v = np.maximum(np.abs(v), pet_w * 0.5 * (u < lf.petiole + 0.08 * lf.blade)) * np.sign(v + 1e-9)
-        # the petiole: a thin quad from the base to the blade base, a bit wider at the blade
-        w0, w1 = pet_w * 0.4, pet_w * 0.6
-        pu = np.array([0.0, lf.petiole + 1, lf.petiole + 1, 0.0])
-        pv = np.array([-w0, -w1, w1, w0])
-        mask = np.zeros((H, W), bool)
-        for uu, vv in ((u, v), (pu, pv)):
-            rr, cc = draw.polygon(lf.base_y + uu * sa + vv * ca, lf.base_x + uu * ca - vv * sa, shape=(H, W))
-            mask[rr, cc] = True
-        # thin stalks may rasterise with gaps: a line along the axis keeps the petiole whole
-        ex, ey = lf.base_x + (lf.petiole + 2) * ca, lf.base_y + (lf.petiole + 2) * sa
-        rr, cc = draw.line(int(round(lf.base_y)), int(round(lf.base_x)), int(round(ey)), int(round(ex)))
-        rr, cc = _four_connect(rr, cc)
-        ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
-        mask[rr[ok], cc[ok]] = True
-        full_area[i + 1] = mask.sum()
-        labels[mask] = i + 1
-    return labels, leaves, full_area, (cy, cx), R
+    # blade outline in leaf coordinates: u along the axis (0 = blade base), v across it
+    prof = np.sin(np.pi * t**1.35) ** 0.7
+    prof *= 1 + 0.03 * np.sin(t * rng.uniform(10, 30) + rng.uniform(0, 6))
+    u = lf.petiole + np.concatenate([t, t[::-1]]) * lf.blade
+    v = np.concatenate([prof, -prof[::-1]]) * lf.half_width
+    v = np.maximum(np.abs(v), pet_w * 0.5 * (u < lf.petiole + 0.08 * lf.blade)) * np.sign(v + 1e-9)
+    # the petiole: a thin quad from the base to the blade base, a bit wider at the blade
+    w0, w1 = pet_w * 0.4, pet_w * 0.6
+    pu = np.array([0.0, lf.petiole + 1, lf.petiole + 1, 0.0])
+    pv = np.array([-w0, -w1, w1, w0])
+    mask = np.zeros((H, W), bool)
+    for uu, vv in ((u, v), (pu, pv)):
+        rr, cc = draw.polygon(*_axes_to_image(lf.base_y, lf.base_x, uu, vv, lf.angle), shape=(H, W))
+        mask[rr, cc] = True
+    # thin stalks may rasterise with gaps: a line along the axis keeps the petiole whole
+    ey, ex = _axes_to_image(lf.base_y, lf.base_x, lf.petiole + 2, 0.0, lf.angle)
+    rr, cc = draw.line(int(round(lf.base_y)), int(round(lf.base_x)), int(round(ey)), int(round(ex)))
+    rr, cc = _four_connect(rr, cc)
+    ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
+    mask[rr[ok], cc[ok]] = True
+    return mask
 
 
 def plant(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tuple[np.ndarray, np.ndarray]:
     """CVPPP-like Arabidopsis rosette: returns (HxWx3 uint8 image, HxW int32 labels)."""
     p = _resolve("plant", params)
-    H, W = size = _size(size)
+    size = _size(size)
     raw, leaves, _, _, R = _plant_scene(rng, size, p)
     labels, kept = _clean_labels(raw, to_neighbour=True)
+    hue, sat, val = _soil(rng, size)
+    _shade_leaves(rng, labels, [leaves[k - 1] for k in kept], kept, R, hue, sat, val)
+    # leaf edges: a thin darker outline where leaves meet soil or each other
+    edges = find_boundaries(labels, mode="inner", connectivity=1) & (labels > 0)
+    val = val * (1 - 0.18 * edges)
+    rgb = _hsv_to_rgb(np.clip(hue, 0, 1), np.clip(sat, 0, 1), np.clip(val, 0, 1))
+    if p["blur"] > 0:
+        rgb = ndi.gaussian_filter(rgb, (p["blur"], p["blur"], 0))
+    return _to_uint8(rgb + p["noise"] * rng.standard_normal(rgb.shape)), labels
 
-    # --- soil: brown, mottled at two scales, with light and dark grains ---
-    soil_v = (0.30 + 0.06 * _smooth_noise(rng, (H, W), max(H, W) / 10)
-              + 0.05 * _smooth_noise(rng, (H, W), 1.5) + 0.04 * _smooth_noise(rng, (H, W), 0.7))
-    grains = _smooth_noise(rng, (H, W), 1.0)
+
+def _soil(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brown soil as (hue, saturation, value) maps, mottled at two scales, with light and dark grains."""
+    soil_v = (0.30 + 0.06 * _smooth_noise(rng, size, max(size) / 10)
+              + 0.05 * _smooth_noise(rng, size, 1.5) + 0.04 * _smooth_noise(rng, size, 0.7))
+    grains = _smooth_noise(rng, size, 1.0)
     soil_v = soil_v + 0.12 * (grains > 2.2) - 0.10 * (grains < -2.2)
     soil_hue = rng.uniform(0.05, 0.09)
     soil_sat = rng.uniform(0.35, 0.55)
-    hue = np.full((H, W), soil_hue)
-    sat = np.full((H, W), soil_sat) + 0.05 * _smooth_noise(rng, (H, W), 4)
-    val = soil_v
-    # --- leaves: per-leaf green, midrib and lateral veins, edge shading, shadows from leaves above ---
-    fine = _smooth_noise(rng, (H, W), 1.2)
-    order = np.zeros(labels.max() + 1, np.int32)  # drawing order of each kept leaf
-    order[1:] = kept
+    return np.full(size, soil_hue), np.full(size, soil_sat) + 0.05 * _smooth_noise(rng, size, 4), soil_v
+
+
+def _shade_leaves(rng: np.random.Generator, labels: np.ndarray, leaves: list[_Leaf], order: np.ndarray, R: float,
+                  hue: np.ndarray, sat: np.ndarray, val: np.ndarray) -> None:
+    """Paint leaf ``k`` (label k, drawn ``order[k - 1]``-th) into the HSV maps, in place: its green, midrib
+    and lateral veins, a rounded look, a lighter petiole and the shadow of the leaves drawn after it."""
+    fine = _smooth_noise(rng, labels.shape, 1.2)
+    rank = np.concatenate([[0], order]).astype(np.int32)  # drawing order of each label
     for new_id, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None:
             continue
-        lf = leaves[kept[new_id - 1] - 1]
+        lf = leaves[new_id - 1]
         m = labels[sl] == new_id
         yy, xx = np.mgrid[sl[0], sl[1]]
-        dy, dx = yy - lf.base_y, xx - lf.base_x
-        ca, sa = math.cos(lf.angle), math.sin(lf.angle)
-        u = dx * ca + dy * sa - lf.petiole  # along the axis, 0 at the blade base
-        v = -dx * sa + dy * ca
+        u, v = _along_across(yy - lf.base_y, xx - lf.base_x, lf.angle)
+        u = u - lf.petiole  # 0 at the blade base
         tb = np.clip(u / max(lf.blade, 1), 0, 1)
         mid_w = 0.6 + 1.2 * (1 - tb) * lf.half_width / 12
         midrib = np.exp(-(v / mid_w) ** 2) * (u > 0)
@@ -535,20 +586,11 @@ def plant(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tup
         v_leaf = np.where(petiole, lf.val * 1.1, v_leaf)
         h_leaf = np.where(petiole, lf.hue + 0.02, lf.hue - 0.01 * midrib)
         s_leaf = np.where(petiole, lf.sat * 0.8, lf.sat * (1 - 0.25 * midrib))
-        # shadow cast by leaves drawn later (above this one)
-        above = (labels[sl] > 0) & (order[labels[sl]] > order[new_id])
+        above = (labels[sl] > 0) & (rank[labels[sl]] > rank[new_id])
         if above.any():
             shade = ndi.gaussian_filter(above.astype(float), max(1.0, R / 60))
             v_leaf = v_leaf * (1 - 0.45 * shade)
         val[sl][m], hue[sl][m], sat[sl][m] = v_leaf[m], h_leaf[m], s_leaf[m]
-    # leaf edges: a thin darker outline where leaves meet soil or each other
-    edges = find_boundaries(labels, mode="inner", connectivity=1) & (labels > 0)
-    val = val * (1 - 0.18 * edges)
-    rgb = _hsv_to_rgb(np.clip(hue, 0, 1), np.clip(sat, 0, 1), np.clip(val, 0, 1))
-    if p["blur"] > 0:
-        rgb = ndi.gaussian_filter(rgb, (p["blur"], p["blur"], 0))
-    rgb = rgb + p["noise"] * rng.standard_normal(rgb.shape)
-    return _to_uint8(np.clip(rgb, 0, 1)), labels
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -586,13 +628,22 @@ def _walk(rng: np.random.Generator, y: float, x: float, angle: float, length: fl
 def neural(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tuple[np.ndarray, np.ndarray]:
     """Phase-contrast neural stem cells: returns (HxW uint8 image, HxW int32 labels)."""
     p = _resolve("neural", params)
-    H, W = size = _size(size)
+    size = _size(size)
     n_hi = _auto_max(p, size, 6, 30)
     n_target = int(rng.integers(p["min_count"], n_hi + 1))
+    somata = _place_somata(rng, p, size, n_target)
+    labels = _draw_somata(rng, somata, size)
+    soma_mask = labels > 0
+    thick = _grow_neurites(rng, p, labels, somata)
+    labels, _ = _clean_labels(labels, to_neighbour=False)
+    return _render_phase_contrast(rng, p, labels, soma_mask & (labels > 0), thick), labels
 
-    # --- somata: wobbly ellipses, apart from each other (a few touch) ---
-    labels = np.zeros((H, W), np.int32)
-    somata = []
+
+def _place_somata(rng: np.random.Generator, p: dict[str, Any], size: tuple[int, int],
+                  n_target: int) -> list[tuple[float, float, float]]:
+    """(y, x, radius) of up to ``n_target`` somata, apart from each other (a few touch)."""
+    H, W = size
+    somata: list[tuple[float, float, float]] = []
     tries = 0
     while len(somata) < n_target and tries < 80 * n_target:
         tries += 1
@@ -603,17 +654,26 @@ def neural(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tu
         if any(math.hypot(y - s[0], x - s[1]) < r + s[2] + gap for s in somata):
             continue
         somata.append((y, x, r))
+    return somata
+
+
+def _draw_somata(rng: np.random.Generator, somata: list[tuple[float, float, float]],
+                 size: tuple[int, int]) -> np.ndarray:
+    """The label map of the somata (wobbly ellipses); a pixel already taken stays with the earlier cell."""
+    labels = np.zeros(size, np.int32)
     for i, (y, x, r) in enumerate(somata):
-        aspect = rng.uniform(1.0, 1.7) ** 0.5
-        pr, pc = _blob_polygon(y, x, r * aspect, r / aspect, rng.uniform(0, np.pi),
-                               rng.uniform(0, 0.08, 3), rng.uniform(0, 2 * np.pi, 3), n=32)
-        rr, cc = draw.polygon(pr, pc, shape=(H, W))
+        rr, cc, _, _, _ = _random_blob(rng, y, x, r, 1.7, 0.08, size, n=32)
         free = labels[rr, cc] == 0
         labels[rr[free], cc[free]] = i + 1
-    soma_mask = labels > 0
+    return labels
 
-    # --- neurites: curves from the soma outwards, stopped one pixel short of any other cell ---
-    thick = np.zeros((H, W), bool)  # 2 px wide parts (near the soma)
+
+def _grow_neurites(rng: np.random.Generator, p: dict[str, Any], labels: np.ndarray,
+                   somata: list[tuple[float, float, float]]) -> np.ndarray:
+    """Draw each cell's neurites into ``labels`` (in place): curves from the soma outwards, stopped one
+    pixel short of any other cell. Returns the mask of their 2 px wide stretches (near the soma)."""
+    H, W = labels.shape
+    thick = np.zeros((H, W), bool)
     n_cells = len(somata)
     n_neur = rng.integers(0, p["max_neurites"] + 1, n_cells)
     if n_cells and p["max_neurites"] > 0 and n_neur.max() == 0:
@@ -622,45 +682,60 @@ def neural(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tu
     for i, (y, x, r) in enumerate(somata):
         lab = i + 1
         reach = int(r * (p["neurite_length"] * 2.2 + 2)) + 4
-        r0, r1 = max(int(y) - reach, 0), min(int(y) + reach + 1, H)
-        c0, c1 = max(int(x) - reach, 0), min(int(x) + reach + 1, W)
-        win = labels[r0:r1, c0:c1]
+        rows = slice(max(int(y) - reach, 0), min(int(y) + reach + 1, H))
+        cols = slice(max(int(x) - reach, 0), min(int(x) + reach + 1, W))
+        win = labels[rows, cols]
         blocked = ndi.binary_dilation((win != 0) & (win != lab), eight)
         base_angles = rng.uniform(0, 2 * np.pi) + np.sort(rng.uniform(0, 2 * np.pi, n_neur[i]))
         for ang in base_angles:
-            length = r * p["neurite_length"] * rng.uniform(0.4, 1.6)
-            paths = []
-            sy, sx = y + 0.7 * r * math.sin(ang), x + 0.7 * r * math.cos(ang)
-            main = _walk(rng, sy, sx, ang, length, 0.06)
-            paths.append((main, True))
-            if rng.random() < p["p_branch"] and len(main[0]) > 12:
-                k = int(rng.integers(len(main[0]) // 3, len(main[0]) * 3 // 4))
-                side = ang + rng.choice([-1, 1]) * rng.uniform(0.4, 1.1)
-                paths.append((_walk(rng, float(main[0][k]), float(main[1][k]), side,
-                                    length * rng.uniform(0.3, 0.6), 0.08), False))
-            for (rr, cc), primary in paths:
-                rr, cc = rr - r0, cc - c0
-                inside = (rr >= 0) & (rr < win.shape[0]) & (cc >= 0) & (cc < win.shape[1])
-                stop = np.flatnonzero(~inside)
-                end = stop[0] if stop.size else len(rr)
-                rr, cc = rr[:end], cc[:end]
-                hit = np.flatnonzero(blocked[rr, cc])
-                end = hit[0] if hit.size else len(rr)
-                rr, cc = rr[:end], cc[:end]
-                if not rr.size:
-                    continue
-                win[rr, cc] = lab
-                if primary:  # the first stretch of a primary neurite is 2 px wide
-                    nthick = int(min(len(rr), max(4, 1.5 * r)))
-                    tr, tc = rr[:nthick] + 1, cc[:nthick]
-                    ok = (tr < win.shape[0]) & ~blocked[np.minimum(tr, win.shape[0] - 1), tc]
-                    win[tr[ok], tc[ok]] = lab
-                    thick[r0 + tr[ok], c0 + tc[ok]] = True
-    labels, kept = _clean_labels(labels, to_neighbour=False)
+            for (rr, cc), primary in _neurite_paths(rng, p, y, x, r, ang):
+                _draw_neurite(win, blocked, thick[rows, cols], rr - rows.start, cc - cols.start, lab,
+                              max(4, 1.5 * r) if primary else 0)
+    return thick
 
-    # --- render phase contrast: I = bg * illum * (1 - A*phase + H*(blur(phase) - phase)) ---
+
+def _neurite_paths(rng: np.random.Generator, p: dict[str, Any], y: float, x: float, r: float,
+                   angle: float) -> list[tuple[tuple[np.ndarray, np.ndarray], bool]]:
+    """A primary neurite leaving the soma (y, x, r) at ``angle`` and, with ``p_branch``, a side branch:
+    ((rows, cols), primary) each."""
+    length = r * p["neurite_length"] * rng.uniform(0.4, 1.6)
+    main = _walk(rng, y + 0.7 * r * math.sin(angle), x + 0.7 * r * math.cos(angle), angle, length, 0.06)
+    paths = [(main, True)]
+    if rng.random() < p["p_branch"] and len(main[0]) > 12:
+        k = int(rng.integers(len(main[0]) // 3, len(main[0]) * 3 // 4))
+        side = angle + rng.choice([-1, 1]) * rng.uniform(0.4, 1.1)
+        paths.append((_walk(rng, float(main[0][k]), float(main[1][k]), side,
+                            length * rng.uniform(0.3, 0.6), 0.08), False))
+    return paths
+
+
+def _draw_neurite(win: np.ndarray, blocked: np.ndarray, thick: np.ndarray, rr: np.ndarray, cc: np.ndarray,
+                  lab: int, thick_length: float) -> None:
+    """Draw a path (window coordinates) as ``lab`` into ``win`` up to where it leaves the window or meets
+    ``blocked``; its first ``thick_length`` pixels get a second pixel below them (marked in ``thick``)."""
+    inside = (rr >= 0) & (rr < win.shape[0]) & (cc >= 0) & (cc < win.shape[1])
+    stop = np.flatnonzero(~inside)
+    end = stop[0] if stop.size else len(rr)
+    rr, cc = rr[:end], cc[:end]
+    hit = np.flatnonzero(blocked[rr, cc])
+    end = hit[0] if hit.size else len(rr)
+    rr, cc = rr[:end], cc[:end]
+    if not rr.size:
+        return
+    win[rr, cc] = lab
+    if thick_length:
+        n_thick = int(min(len(rr), thick_length))
+        tr, tc = rr[:n_thick] + 1, cc[:n_thick]
+        ok = (tr < win.shape[0]) & ~blocked[np.minimum(tr, win.shape[0] - 1), tc]
+        win[tr[ok], tc[ok]] = lab
+        thick[tr[ok], tc[ok]] = True
+
+
+def _render_phase_contrast(rng: np.random.Generator, p: dict[str, Any], labels: np.ndarray, soma_mask: np.ndarray,
+                           thick: np.ndarray) -> np.ndarray:
+    """I = bg * illum * (1 - A*phase + H*(blur(phase) - phase)): the HxW uint8 image of a final label map."""
+    H, W = labels.shape
     fg = labels > 0
-    soma_mask &= fg
     sign = np.ones(int(labels.max()) + 1)
     p_bright = 0.2 if rng.random() < 0.6 else 0.75
     sign[1:] = np.where(rng.random(len(sign) - 1) < p_bright, -1.0, 1.0)
@@ -675,17 +750,22 @@ def neural(rng: np.random.Generator, size: tuple[int, int], **params: Any) -> tu
     A = p["contrast"] * rng.uniform(0.7, 1.3)
     Hh = p["halo"] * rng.uniform(0.7, 1.3)
     rel = 1 - A * phase * (1 + 0.3 * tex) + Hh * halo
+    illum = _illumination(rng, p["illumination"], (H, W))
+    debris = 0.02 * _smooth_noise(rng, (H, W), 2.0)
+    level = rng.uniform(0.42, 0.58)
+    img = ndi.gaussian_filter(level * illum * (rel + debris), 0.5)
+    return _to_uint8(img + p["noise"] * level * rng.standard_normal((H, W)))
+
+
+def _illumination(rng: np.random.Generator, amplitude: float, size: tuple[int, int]) -> np.ndarray:
+    """A smooth uneven illumination field about 1: a random ramp, a vignette and slow noise."""
+    H, W = size
     yy, xx = np.mgrid[0:H, 0:W]
     g_ang = rng.uniform(0, 2 * np.pi)
     ramp = ((yy - H / 2) * math.sin(g_ang) + (xx - W / 2) * math.cos(g_ang)) / max(H, W)
     vign = ((yy - H / 2) ** 2 + (xx - W / 2) ** 2) / (0.5 * max(H, W)) ** 2
-    illum = (1 + p["illumination"] * (rng.uniform(0.5, 1.0) * ramp - rng.uniform(0.2, 0.6) * vign
-                                      + 0.3 * _smooth_noise(rng, (H, W), max(H, W) / 5)))
-    debris = 0.02 * _smooth_noise(rng, (H, W), 2.0)
-    level = rng.uniform(0.42, 0.58)
-    img = ndi.gaussian_filter(level * illum * (rel + debris), 0.5)
-    img = img + p["noise"] * level * rng.standard_normal((H, W))
-    return _to_uint8(np.clip(img, 0, 1)), labels
+    return (1 + amplitude * (rng.uniform(0.5, 1.0) * ramp - rng.uniform(0.2, 0.6) * vign
+                             + 0.3 * _smooth_noise(rng, (H, W), max(H, W) / 5)))
 
 
 # --------------------------------------------------------------------------------------------------

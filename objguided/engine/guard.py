@@ -43,6 +43,8 @@ def check_own_checkout(environ: dict | None = None, prefix: str | None = None) -
     """Raise ConfigError when this process runs another checkout's code than its workflow's or its .venv's."""
     environ = os.environ if environ is None else environ
     here = running_checkout()
+    if not (here / "Snakefile").is_file():
+        return  # an installed copy (`pip install .`): no checkout of its own to tell from the workflow's
     wanted = environ.get(CHECKOUT_VAR)
     if wanted and Path(wanted).resolve() != here:
         raise ConfigError(

@@ -6,7 +6,7 @@ where it stopped:
 
 - **Checkpoint** (atomic: temp file + rename) at the end of every ``checkpoint_every`` epochs (skipped
   while less than ``checkpoint_min_seconds`` have passed since the previous one: for data sets whose
-  epochs last a step or two), at the last epoch and when ``max_steps`` is reached: model, optimizer, AMP scaler, epochs done, steps done,
+  epochs last a step or two), at the last epoch and when ``max_steps`` or ``budget_seconds`` is reached: model, optimizer, AMP scaler, epochs done, steps done,
   the random states (torch, every CUDA device, numpy's global state, python ``random``), the
   :class:`TrainConfig` and the caller's ``run_key``.
 - **Resume**: when ``fit`` finds a checkpoint whose config and ``run_key`` match, it restores all of
@@ -25,6 +25,14 @@ where it stopped:
 - **Time**: ``<workdir>/train_progress.json`` says how many steps and epochs the weights have seen and how
   many seconds of training they took over every job of the run (:func:`read_progress`), so a job that
   resumes or merely finds a finished run reports the run's training time, not its own.
+- **Compute budget**: ``budget_seconds`` stops training at the first step at which the steps have used that
+  much compute (:class:`_ComputeClock`): on the CPU the process's CPU time (every thread: with T busy
+  threads a budget of B lasts about B / T wall seconds on an idle machine; a machine busy with other work
+  does not shorten it), on CUDA the GPU time of the steps between CUDA events. The compute used is kept in
+  the checkpoint and ``train_progress.json`` (``compute_seconds``, ``compute_clock``, ``budget_seconds``) and
+  carried over resumes: raising the budget continues the run; a checkpoint that has used more than a lowered
+  budget is set aside. A budget run's recorded ``steps`` replayed with ``max_steps`` (no budget) give exactly
+  its weights: time decides where it stops, not what it computes.
 - **Divergence**: a loss term that is NaN or infinite stops training with :class:`TrainingDiverged`,
   naming the epoch, step and term, before the bad step touches the weights; the last checkpoint (the
   last good state) is left as it was.
@@ -81,7 +89,7 @@ _JOB = uuid.uuid4().hex
 CHECKPOINT_FORMAT = "objguided-checkpoint/1"
 OPTIMIZERS = ("adam", "adamw", "sgd", "nadam")
 #: TrainConfig fields that may change between an interrupted run and its resumption
-RESUMABLE_CHANGES = ("epochs", "max_steps", "log_every", "num_workers", "checkpoint_every",
+RESUMABLE_CHANGES = ("epochs", "max_steps", "budget_seconds", "log_every", "num_workers", "checkpoint_every",
                      "checkpoint_min_seconds", "progress")
 
 
@@ -106,6 +114,7 @@ class TrainConfig:
     log_every: int = 10  # steps between rows of losses.csv
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     progress: bool = True  # tqdm bar
+    budget_seconds: float | None = None  # stop once the steps have used this much compute (_ComputeClock)
 
     def check(self) -> None:
         def fail(key: str, msg: str) -> None:
@@ -135,6 +144,10 @@ class TrainConfig:
             fail("lr_gamma", f"expected a positive number, got {self.lr_gamma!r}")
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
             fail("grad_clip", f"expected null or a positive number, got {self.grad_clip!r}")
+        if self.budget_seconds is not None and not (
+                isinstance(self.budget_seconds, (int, float)) and not isinstance(self.budget_seconds, bool)
+                and self.budget_seconds > 0 and math.isfinite(self.budget_seconds)):
+            fail("budget_seconds", f"expected null or a positive number of seconds, got {self.budget_seconds!r}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -279,14 +292,15 @@ def _why_not_resume(ckpt: dict, fingerprint: dict, cfg: TrainConfig) -> str | No
         return f"has trained {ckpt['step']} steps, past max_steps = {cfg.max_steps}"
     if int(ckpt["epoch"]) > cfg.epochs or (int(ckpt["epoch"]) == cfg.epochs and ckpt.get("epoch_batches_done")):
         return f"has trained past epochs = {cfg.epochs}"
+    used, budget = float(ckpt.get("compute_seconds", 0.0)), cfg.budget_seconds
+    # a run stopped by this very budget has used a little more than it: that is its end, not a shorter schedule
+    if budget is not None and used > budget and ckpt["config"].get("budget_seconds") != budget:
+        return f"has used {used:.1f} s of compute, past budget_seconds = {budget}"
     return None
 
 
-def _write_progress(workdir: Path, step: int, epoch: int, seconds: float, seconds_this_job: float,
-                    resumed_from: int, finished: bool) -> None:
-    write_json(workdir / PROGRESS, {"steps": step, "epochs": epoch, "seconds": seconds,
-                                    "seconds_this_job": seconds_this_job, "resumed_from_step": resumed_from,
-                                    "finished": finished, "job": _JOB})
+def _write_progress(workdir: Path, fields: dict) -> None:
+    write_json(workdir / PROGRESS, {**fields, "job": _JOB})
 
 
 def read_progress(workdir: str | Path) -> dict | None:
@@ -350,6 +364,246 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+class _ComputeClock:
+    """The compute a run's steps have used, for ``budget_seconds``, summed over every job of the run.
+
+    On the CPU: this process's CPU time (:func:`time.process_time`, every thread of the process: 2 busy
+    threads spend 2 s of budget per wall second) from fetching a batch to the end of its optimizer step, so
+    a machine busy with other work does not shorten a method's training; data-loader worker processes
+    (``num_workers`` > 0) are not counted. On CUDA: the GPU time of each step between two CUDA events (the
+    batch's copy to the device, forward, backward, optimizer step), not the host's batch loading.
+    """
+
+    def __init__(self, device: torch.device, used: float = 0.0):
+        self.kind = "cuda_events" if device.type == "cuda" else "process_cpu"
+        self.used = used
+        self._start: Any = None
+
+    def start(self) -> None:
+        if self.kind == "process_cpu":
+            self._start = time.process_time()
+
+    def start_device(self) -> None:
+        if self.kind == "cuda_events":
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+
+    def stop(self) -> None:
+        if self.kind == "process_cpu":
+            self.used += time.process_time() - self._start
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        self.used += self._start.elapsed_time(end) / 1000.0
+
+
+@dataclass
+class _Run:
+    """What :func:`fit` carries between its steps: what is trained, and how far training has got."""
+
+    cfg: TrainConfig
+    workdir: Path
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    use_amp: bool
+    fingerprint: dict
+    loss_log: _LossLog
+    clock: _ComputeClock
+    loss_fn: Callable[[torch.nn.Module, Any], Any]
+    epoch: int = 0
+    step: int = 0
+    seconds_before: float = 0.0
+    resumed_from: int = 0
+    batches_done: int = 0  # batches of `epoch` the restored weights have seen (a stop inside an epoch)
+    ckpt: dict | None = None
+    epoch_rng: dict | None = None
+    started: float = field(default_factory=time.perf_counter)
+    last_save: float = field(default_factory=time.perf_counter)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.workdir / CHECKPOINT
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def over_budget(self) -> bool:
+        return self.cfg.budget_seconds is not None and self.clock.used >= self.cfg.budget_seconds
+
+    def stop_in_epoch(self) -> bool:
+        """A schedule ends here whatever the epoch: ``max_steps`` or the compute budget reached."""
+        return (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps) or self.over_budget()
+
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs or self.stop_in_epoch()
+
+
+def _start_run(model: torch.nn.Module, loss_fn: Callable, cfg: TrainConfig, workdir: Path,
+               device: torch.device, run_key: Any) -> _Run:
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    model.to(device)
+    return _Run(cfg=cfg, workdir=workdir, device=device, model=model,
+                optimizer=make_optimizer([p for p in model.parameters() if p.requires_grad], cfg),
+                scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp,
+                fingerprint=_fingerprint(cfg, run_key), loss_log=_LossLog(workdir / LOSS_LOG),
+                clock=_ComputeClock(device), loss_fn=loss_fn)
+
+
+def _read_checkpoint(run: _Run) -> dict | None:
+    """The checkpoint to resume from, or None (none there, damaged, or not resumable: set aside)."""
+    if not run.ckpt_path.is_file():
+        (run.workdir / LOSS_LOG).unlink(missing_ok=True)
+        return None
+    try:
+        ckpt = load_checkpoint(run.ckpt_path)
+    except Exception as exc:  # a damaged file: atomic writes make this unlikely
+        log.warning("%s cannot be read (%s); training from the start", run.ckpt_path, exc)
+        return None
+    why_not = _why_not_resume(ckpt, run.fingerprint, run.cfg)
+    if why_not:
+        os.replace(run.ckpt_path, run.workdir / STALE_CHECKPOINT)
+        log.warning("%s %s; moved to %s, training from the start", run.ckpt_path, why_not, STALE_CHECKPOINT)
+        (run.workdir / LOSS_LOG).unlink(missing_ok=True)
+        return None
+    return ckpt
+
+
+def _restore(run: _Run) -> None:
+    """Load a resumable checkpoint's weights, optimizer, scaler, random states and counters into ``run``."""
+    ckpt = run.ckpt = _read_checkpoint(run)
+    if ckpt is None:
+        return
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.use_amp and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_states(ckpt["rng"])
+    run.epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
+    run.seconds_before = float(ckpt.get("seconds", 0.0))
+    run.clock.used = float(ckpt.get("compute_seconds", 0.0))
+    run.resumed_from, run.batches_done = run.step, int(ckpt.get("epoch_batches_done", 0))
+    run.loss_log.truncate(run.step)
+    log.info("resuming from %s: %d epochs, %d steps done", run.ckpt_path, run.epoch, run.step)
+
+
+def _progress(run: _Run, seconds: float, seconds_this_job: float, finished: bool) -> None:
+    _write_progress(run.workdir, {"steps": run.step, "epochs": run.epoch, "seconds": seconds,
+                                  "seconds_this_job": seconds_this_job, "resumed_from_step": run.resumed_from,
+                                  "compute_seconds": run.clock.used, "compute_clock": run.clock.kind,
+                                  "budget_seconds": run.cfg.budget_seconds, "finished": finished})
+
+
+def _save(run: _Run, final: bool, in_epoch: int = 0) -> None:
+    """Checkpoint ``run``. ``in_epoch``: batches of the current epoch already trained on (a stop by
+    ``max_steps`` or the budget)."""
+    seconds = run.seconds()
+    state = {"format": CHECKPOINT_FORMAT, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scaler": run.scaler.state_dict() if run.use_amp else None, "epoch": run.epoch, "step": run.step,
+             "seconds": seconds, "compute_seconds": run.clock.used, "rng": rng_states(),
+             "config": dataclasses.asdict(run.cfg), "fingerprint": run.fingerprint, "finished": final,
+             "epoch_batches_done": in_epoch, "epoch_rng": run.epoch_rng if in_epoch else None}
+    with atomic_path(run.ckpt_path) as tmp:
+        torch.save(state, tmp)
+    _progress(run, seconds, time.perf_counter() - run.started, final)
+    run.last_save = time.perf_counter()
+
+
+def _train_step(run: _Run, batch: Any) -> dict[str, float]:
+    """One optimizer step on ``batch`` (stopping with :class:`TrainingDiverged` before a non-finite loss
+    touches the weights); returns the loss terms as numbers."""
+    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
+    run.clock.start_device()
+    batch = to_device(batch, run.device)
+    with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
+        terms = _as_terms(run.loss_fn(run.model, batch))
+    values = {name: float(t.detach().float()) if torch.is_tensor(t) else float(t) for name, t in terms.items()}
+    _stop_if_diverged(run, values)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms["total"]).backward()
+    if cfg.grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    run.clock.stop()
+    run.step += 1
+    if run.step in cfg.lr_milestones:  # the lr lives in the optimizer's state: a resumed run keeps it
+        for group in optimizer.param_groups:
+            group["lr"] *= cfg.lr_gamma
+    return values
+
+
+def _stop_if_diverged(run: _Run, values: dict[str, float]) -> None:
+    bad = [name for name, v in values.items() if not math.isfinite(v)]
+    if not bad:
+        return
+    kept = (f"the last good checkpoint ({run.ckpt_path}, after epoch {run.epoch}, step {run.step}) is kept"
+            if run.ckpt_path.is_file() else "no checkpoint had been written yet")
+    raise TrainingDiverged(
+        f"training diverged at epoch {run.epoch + 1}, step {run.step + 1}: loss "
+        + ", ".join(f"'{n}' = {values[n]}" for n in bad)
+        + f"; {kept}. Lower the learning rate (now {run.cfg.lr}) or check the data.")
+
+
+def _log_step(run: _Run, values: dict[str, float], last: bool, bar: tqdm, writer: Any) -> None:
+    """A row of losses.csv (and TensorBoard scalars) every ``log_every`` steps and at the last one."""
+    if run.step % run.cfg.log_every and not last:
+        return
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.loss_log.write(run.epoch + 1, run.step, values, lr, run.seconds())
+    bar.set_postfix(epoch=run.epoch + 1, loss=f"{values['total']:.4f}", refresh=False)
+    if writer is not None:
+        for name, v in values.items():
+            writer.add_scalar(f"loss/{name}", v, run.step)
+        writer.add_scalar("lr", lr, run.step)
+
+
+def _epoch_batches(run: _Run, batches_for_epoch: Callable[[int], Iterable]) -> tuple[Iterator, int | None]:
+    """The current epoch's batches, numbered, less those the restored weights have seen; and their count."""
+    if run.batches_done:  # resuming inside an epoch: its batches come from the state at its start
+        set_rng_states(run.ckpt["epoch_rng"])
+    run.epoch_rng = rng_states()
+    batches = batches_for_epoch(run.epoch)
+    n_batches = len(batches) if hasattr(batches, "__len__") else None
+    numbered = enumerate(batches)
+    if run.batches_done:  # drop the batches the weights have seen, then go on from the saved state
+        for _ in itertools.islice(numbered, run.batches_done):
+            pass
+        set_rng_states(run.ckpt["rng"])
+        run.batches_done = 0
+    return numbered, n_batches
+
+
+def _run_epoch(run: _Run, batches_for_epoch: Callable[[int], Iterable], bar: tqdm, writer: Any) -> None:
+    """Train on the rest of the current epoch; checkpoint at its end (per ``checkpoint_every``) or where the
+    schedule stops inside it."""
+    cfg = run.cfg
+    numbered, n_batches = _epoch_batches(run, batches_for_epoch)
+    if bar.total is None and n_batches and (cfg.budget_seconds is None or cfg.max_steps is not None):
+        planned = cfg.epochs * n_batches
+        bar.total = planned if cfg.max_steps is None else min(planned, cfg.max_steps)
+    while True:
+        run.clock.start()  # the CPU clock counts the batch's loading
+        k, batch = next(numbered, (None, None))
+        if k is None:
+            break
+        values = _train_step(run, batch)
+        bar.update(1)
+        stop = run.stop_in_epoch()
+        last = stop or (n_batches is not None and k == n_batches - 1 and run.epoch + 1 == cfg.epochs)
+        _log_step(run, values, last, bar, writer)
+        if stop:
+            _save(run, final=True, in_epoch=k + 1)
+            return
+    run.epoch += 1
+    if run.done() or (run.epoch % cfg.checkpoint_every == 0
+                      and time.perf_counter() - run.last_save >= cfg.checkpoint_min_seconds):
+        _save(run, final=run.done())
+
+
 def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], loss_fn: Callable[[torch.nn.Module, Any], Any],
         cfg: TrainConfig, workdir: str | Path, device: str | torch.device = "cpu", *,
         run_key: Any = None) -> torch.nn.Module:
@@ -363,133 +617,20 @@ def fit(model: torch.nn.Module, batches_for_epoch: Callable[[int], Iterable], lo
     cfg.check()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    use_amp = bool(cfg.amp) and device.type == "cuda"
-    model.to(device)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ckpt_path = workdir / CHECKPOINT
-    loss_log = _LossLog(workdir / LOSS_LOG)
-    fingerprint = _fingerprint(cfg, run_key)
-
-    epoch, step, seconds_before, resumed_from, batches_done = 0, 0, 0.0, 0, 0
-    ckpt = None
-    if ckpt_path.is_file():
-        try:
-            ckpt = load_checkpoint(ckpt_path)
-        except Exception as exc:  # a damaged file: atomic writes make this unlikely
-            log.warning("%s cannot be read (%s); training from the start", ckpt_path, exc)
-            ckpt = None
-        why_not = _why_not_resume(ckpt, fingerprint, cfg) if ckpt is not None else None
-        if why_not:
-            os.replace(ckpt_path, workdir / STALE_CHECKPOINT)
-            log.warning("%s %s; moved to %s, training from the start", ckpt_path, why_not, STALE_CHECKPOINT)
-            (workdir / LOSS_LOG).unlink(missing_ok=True)
-            ckpt = None
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if use_amp and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            set_rng_states(ckpt["rng"])
-            epoch, step, seconds_before = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt.get("seconds", 0.0))
-            resumed_from, batches_done = step, int(ckpt.get("epoch_batches_done", 0))
-            loss_log.truncate(step)
-            log.info("resuming from %s: %d epochs, %d steps done", ckpt_path, epoch, step)
-    else:
-        (workdir / LOSS_LOG).unlink(missing_ok=True)
-
-    def done() -> bool:
-        return epoch >= cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
-
-    def save(final: bool, in_epoch: int = 0) -> None:
-        """``in_epoch``: batches of the current epoch already trained on (a stop by ``max_steps``)."""
-        seconds = seconds_before + (time.perf_counter() - started)
-        state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict() if use_amp else None, "epoch": epoch, "step": step,
-                 "seconds": seconds, "rng": rng_states(), "config": dataclasses.asdict(cfg),
-                 "fingerprint": fingerprint, "finished": final, "epoch_batches_done": in_epoch,
-                 "epoch_rng": epoch_rng if in_epoch else None}
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
-        _write_progress(workdir, step, epoch, seconds, time.perf_counter() - started, resumed_from, final)
-
-    milestones = {int(m) for m in cfg.lr_milestones}
-    started = last_save = time.perf_counter()
-    epoch_rng = None
-    if done():
-        _write_progress(workdir, step, epoch, seconds_before, 0.0, resumed_from, True)
+    run = _start_run(model, loss_fn, cfg, workdir, torch.device(device), run_key)
+    _restore(run)
+    run.started = run.last_save = time.perf_counter()
+    if run.done():
+        _progress(run, run.seconds_before, 0.0, True)
         model.eval()
         return model
     writer = _tensorboard(workdir)
-    total_steps = cfg.max_steps
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", mininterval=5,
+    bar = tqdm(total=cfg.max_steps, initial=run.step, desc="train", unit="step", mininterval=5,
                disable=not cfg.progress)
     model.train()
     try:
-        while not done():
-            if batches_done:  # resuming inside an epoch: its batches come from the state at its start
-                set_rng_states(ckpt["epoch_rng"])
-            epoch_rng = rng_states()
-            batches = batches_for_epoch(epoch)
-            n_batches = len(batches) if hasattr(batches, "__len__") else None
-            if bar.total is None and n_batches:
-                planned = cfg.epochs * n_batches
-                bar.total = planned if cfg.max_steps is None else min(planned, cfg.max_steps)
-            numbered = enumerate(batches)
-            if batches_done:  # drop the batches the weights have seen, then go on from the saved state
-                for _ in itertools.islice(numbered, batches_done):
-                    pass
-                set_rng_states(ckpt["rng"])
-                batches_done = 0
-            for k, batch in numbered:
-                batch = to_device(batch, device)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    terms = _as_terms(loss_fn(model, batch))
-                values = {name: float(t.detach().float()) if torch.is_tensor(t) else float(t)
-                          for name, t in terms.items()}
-                bad = [name for name, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    kept = (f"the last good checkpoint ({ckpt_path}, after epoch {epoch}, step {step}) is kept"
-                            if ckpt_path.is_file() else "no checkpoint had been written yet")
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch + 1}, step {step + 1}: loss "
-                        + ", ".join(f"'{n}' = {values[n]}" for n in bad)
-                        + f"; {kept}. Lower the learning rate (now {cfg.lr}) or check the data.")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(terms["total"]).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                bar.update(1)
-                if step in milestones:  # the lr lives in the optimizer's state: a resumed run keeps it
-                    for group in optimizer.param_groups:
-                        group["lr"] *= cfg.lr_gamma
-                last = step == cfg.max_steps or (n_batches is not None and k == n_batches - 1
-                                                 and epoch + 1 == cfg.epochs)
-                if step % cfg.log_every == 0 or last:
-                    lr = optimizer.param_groups[0]["lr"]
-                    elapsed = seconds_before + time.perf_counter() - started
-                    loss_log.write(epoch + 1, step, values, lr, elapsed)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{values['total']:.4f}", refresh=False)
-                    if writer is not None:
-                        for name, v in values.items():
-                            writer.add_scalar(f"loss/{name}", v, step)
-                        writer.add_scalar("lr", lr, step)
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    break
-            else:
-                epoch += 1
-                if done() or (epoch % cfg.checkpoint_every == 0
-                              and time.perf_counter() - last_save >= cfg.checkpoint_min_seconds):
-                    save(final=done())
-                    last_save = time.perf_counter()
-                continue
-            # max_steps reached inside the epoch
-            save(final=True, in_epoch=k + 1)
+        while not run.done():
+            _run_epoch(run, batches_for_epoch, bar, writer)
     finally:
         bar.close()
         if writer is not None:

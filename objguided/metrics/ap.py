@@ -1,4 +1,4 @@
-"""The paper's AP protocol (REFERENCE.md section 2) as pure functions over arrays.
+"""The paper's AP protocol (docs/protocol.md) as pure functions over arrays.
 
 Nothing here reads files. The pieces, in the order the evaluator uses them:
 
@@ -78,6 +78,7 @@ ranked before them lowers it. With three GT objects:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -90,6 +91,9 @@ CRITERIA: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "seg": lambda iou, t: iou > t,
     "dec": lambda iou, t: iou >= t,
 }
+
+#: pycocotools' recall thresholds of its 101-point interpolation: ``linspace(0, 1, 101)``
+COCO_RECALL = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 
 #: box conventions: what is added to the inclusive (x2, y2) of a tight box before areas are taken
 BOX_CONVENTIONS: dict[str, int] = {
@@ -294,16 +298,113 @@ def best_matches(o: Overlaps, *, box_convention: str = "inclusive", mask_iou_mod
     Returns ``(seg, dec, kept)``; indices refer to the columns of ``o`` (all GT, dropped included, which are
     never candidates).
     """
+    m = match_image(o, np.zeros(o.pred_area.size), box_convention=box_convention, mask_iou_mode=mask_iou_mode,
+                    soft_area=soft_area, extras=False)
+    return m.seg, m.dec, m.kept
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """Everything one image contributes to the pooled measures, all from one IoU computation.
+
+    Indices are local to the image (columns of its :class:`Overlaps`); arrays over predictions are in the
+    image's prediction order. ``coco_tp`` / ``dsb_tp`` are None when the extras were not asked for.
+    """
+
+    seg: Best  # the paper's mask candidate per prediction
+    dec: Best  # the paper's box candidate per prediction
+    kept: np.ndarray  # (G,) bool: GT objects the drop rule keeps
+    coco_tp: np.ndarray | None = None  # (T, P) bool: COCO's per-image greedy matching, per threshold
+    dsb_tp: np.ndarray | None = None  # (T,) int: GT objects matched at binary mask IoU > t (2018 DSB)
+
+    @property
+    def n_gt(self) -> int:
+        return int(self.kept.size)
+
+
+def match_image(o: Overlaps, scores: np.ndarray, *, box_convention: str = "inclusive",
+                mask_iou_mode: str = "binary", soft_area: np.ndarray | None = None,
+                thresholds: Sequence[float] = DEFAULT_THRESHOLDS, extras: bool = True) -> ImageMatch:
+    """The paper's candidates of one image and, with ``extras``, COCO's and the DSB's matches, from one
+    binary mask IoU matrix (``scores``: the image's prediction scores, for COCO's per-image order)."""
     if mask_iou_mode not in MASK_IOU:
         raise ValueError(f"mask_iou {mask_iou_mode!r} unknown; expected one of {list(MASK_IOU)}")
     kept = kept_gt(o.gt_boxes)
-    pb = convert_boxes(o.pred_boxes, box_convention)
-    gb = convert_boxes(o.gt_boxes, box_convention)
-    biou, binter = box_iou(pb, gb)
-    miou = mask_iou(o.inter, o.pred_area, o.gt_area, soft_area if mask_iou_mode == "soft_area" else None)
+    biou, binter = box_iou(convert_boxes(o.pred_boxes, box_convention), convert_boxes(o.gt_boxes, box_convention))
+    binary = mask_iou(o.inter, o.pred_area, o.gt_area)
+    miou = binary if mask_iou_mode == "binary" else mask_iou(o.inter, o.pred_area, o.gt_area, soft_area)
     seg = _argbest(miou, kept[None, :] & (binter > 0))
     dec = _argbest(biou, np.broadcast_to(kept[None, :], biou.shape))
-    return seg, dec, kept
+    if not extras:
+        return ImageMatch(seg, dec, kept)
+    return ImageMatch(seg, dec, kept, coco_image_tp(binary, scores, thresholds), dsb_counts(o, thresholds, binary))
+
+
+def coco_image_tp(iou: np.ndarray, scores: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> np.ndarray:
+    """pycocotools' ``evaluateImg`` on one image (one category, area 'all', no crowd, no detection cap): TP
+    flags (T, P) in the image's prediction order.
+
+    Predictions in stable descending score each take, per threshold, the not yet taken GT object of highest
+    IoU with ``iou >= min(t, 1 - 1e-10)``, the *last* such object on ties (COCO's loop replaces its best on
+    ``>=``), falling back to the next best when the best is taken. With disjoint GT objects a prediction can
+    reach IoU >= 0.5 with two objects only when it covers exactly two halves (IoU 0.5 with both), so below
+    that exact tie the candidate is unique and the matching is the paper's first-come rule; only images
+    holding such a tie run COCO's loop as written.
+
+    >>> iou = np.array([[0.5, 0.5], [0.0, 0.9]])  # prediction 0 covers two halves, ranks first: takes object 1
+    >>> coco_image_tp(iou, np.array([0.9, 0.8]), [0.5, 0.55]).astype(int).tolist()  # so 1 finds it taken
+    [[1, 0], [0, 1]]
+    >>> coco_image_tp(iou, np.array([0.8, 0.9]), [0.5]).astype(int).tolist()  # falls back to object 0
+    [[1, 1]]
+    """
+    thr = np.minimum(np.asarray(thresholds, np.float64), 1 - 1e-10)
+    p, g = iou.shape
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    tp = np.zeros((thr.size, p), bool)
+    if p == 0 or g == 0:
+        return tp
+    if ((iou >= thr.min()).sum(axis=1) > 1).any():
+        return _coco_greedy(iou, order, thr)
+    best = g - 1 - np.argmax(iou[:, ::-1], axis=1)  # the last maximum
+    tp[:, order] = match(Best(best, iou[np.arange(p), best]), order, thr, "dec")
+    return tp
+
+
+def _coco_greedy(iou: np.ndarray, order: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    tp = np.zeros((thr.size, iou.shape[0]), bool)
+    for i, t in enumerate(thr):
+        taken = np.zeros(iou.shape[1], bool)
+        for d in order:
+            cand = np.flatnonzero((iou[d] >= t) & ~taken)[::-1]  # last first: argmax then keeps the last
+            if cand.size:
+                taken[cand[np.argmax(iou[d, cand])]] = True
+                tp[i, d] = True
+    return tp
+
+
+def coco_ap(tp: np.ndarray, n_gt: int) -> float | None:
+    """pycocotools' ``accumulate`` + ``summarize`` AP@[.5:.95] from pooled TP flags (T, N) in rank order
+    (stable descending score over all images, as its mergesort): 101-point interpolated precision, averaged
+    over thresholds and recall points. None without GT objects (COCO's -1); 0.0 without predictions.
+
+    >>> coco_ap(np.array([[True, False, True]]), 2)  # precision 1 up to recall 0.5, then 2/3 up to 1
+    0.834983498349835
+    """
+    tp = np.atleast_2d(np.asarray(tp, bool))
+    if n_gt <= 0:
+        return None
+    if tp.shape[1] == 0:
+        return 0.0
+    ctp = np.cumsum(tp, axis=1, dtype=np.float64)
+    cfp = np.cumsum(~tp, axis=1, dtype=np.float64)
+    rc = ctp / n_gt
+    pr = np.maximum.accumulate((ctp / (cfp + ctp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    q = np.zeros((tp.shape[0], COCO_RECALL.size))
+    for r in range(tp.shape[0]):
+        at = np.searchsorted(rc[r], COCO_RECALL, side="left")
+        ok = at < tp.shape[1]
+        q[r, ok] = pr[r, at[ok]]
+    return float(np.mean(q))
 
 
 def match(best: Best, rank: np.ndarray, thresholds: Sequence[float], criterion: str,
@@ -318,15 +419,20 @@ def match(best: Best, rank: np.ndarray, thresholds: Sequence[float], criterion: 
     [[1, 0, 0], [0, 1, 0]]
     """
     key = best.index if key is None else key
-    test = CRITERIA[criterion]
     k = np.asarray(key)[rank]
-    v = np.asarray(best.iou)[rank]
-    ok = np.asarray(best.index)[rank] >= 0
     tp = np.zeros((len(thresholds), len(rank)), bool)
-    for i, t in enumerate(thresholds):
-        passed = np.flatnonzero(ok & test(v, t))
-        _, first = np.unique(k[passed], return_index=True)  # first occurrence in rank order
-        tp[i, passed[first]] = True
+    cand = np.flatnonzero(np.asarray(best.index)[rank] >= 0)
+    if cand.size == 0:
+        return tp
+    # all thresholds at once: candidates grouped by object, rank order within; in each group the first
+    # prediction that passes takes the object (the cumulative count of passes in its group is 1)
+    cand = cand[np.lexsort((cand, k[cand]))]
+    passed = CRITERIA[criterion](np.asarray(best.iou)[rank][cand][None, :],
+                                 np.asarray(thresholds, np.float64)[:, None])
+    head = np.concatenate(([True], k[cand][1:] != k[cand][:-1]))
+    start = np.maximum.accumulate(np.where(head, np.arange(cand.size), 0))
+    count = np.cumsum(passed, axis=1)
+    tp[:, cand] = passed & (count - count[:, start] + passed[:, start] == 1)
     return tp
 
 
@@ -359,11 +465,12 @@ def pooled_rank(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(scores, np.float64), kind="stable")
 
 
-def dsb_counts(o: Overlaps, thresholds: Sequence[float]) -> np.ndarray:
+def dsb_counts(o: Overlaps, thresholds: Sequence[float], iou: np.ndarray | None = None) -> np.ndarray:
     """2018 DSB TP per threshold for one image: GT objects (all, none dropped) matched by a prediction of
     binary mask IoU > t. For t >= 0.5 and disjoint GT every prediction passes for at most one object, so
-    this is the one-to-one matching; extra predictions on a matched object are FP."""
-    iou = mask_iou(o.inter, o.pred_area, o.gt_area)
+    this is the one-to-one matching; extra predictions on a matched object are FP. ``iou``: the binary mask
+    IoU matrix of ``o`` when already computed."""
+    iou = mask_iou(o.inter, o.pred_area, o.gt_area) if iou is None else iou
     return np.array([int((iou > t).any(axis=0).sum()) for t in thresholds], np.int64)
 
 
@@ -375,6 +482,45 @@ def dsb_image_score(tp: np.ndarray, n_pred: int, n_gt: int) -> float:
     return float(np.mean(tp / (n_pred + n_gt - tp)))
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """The set-level result of :func:`pool`: ranked TP flags (T, N) and APs; COCO AP None without extras."""
+
+    rank: np.ndarray
+    tp_seg: np.ndarray
+    tp_dec: np.ndarray
+    ap_seg: np.ndarray
+    ap_dec: np.ndarray
+    gt_kept: int
+    gt_all: int
+    coco_ap: float | None = None
+
+
+def pool(images: Sequence[ImageMatch], scores: np.ndarray,
+         thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> Pooled:
+    """Pool per-image matches: one stable descending-score ranking over all predictions (``scores``: grouped
+    by image in ``images`` order, each image's in its own order), objects told apart across images by an
+    offset, then the paper's VOC AP for both criteria and, when every image has them, COCO's AP."""
+    n_gt = np.array([m.n_gt for m in images], np.int64)
+    n_pred = np.array([m.seg.index.size for m in images], np.int64)
+    base = np.repeat(np.concatenate(([0], np.cumsum(n_gt)[:-1])), n_pred).astype(np.int64)
+
+    def joined(pick) -> Best:
+        idx = np.concatenate([pick(m).index for m in images]).astype(np.int64) if images else np.zeros(0, np.int64)
+        iou = np.concatenate([pick(m).iou for m in images]).astype(float) if images else np.zeros(0)
+        return Best(np.where(idx >= 0, idx + base, -1), iou)
+
+    rank = pooled_rank(scores)
+    tp_seg = match(joined(lambda m: m.seg), rank, thresholds, "seg")
+    tp_dec = match(joined(lambda m: m.dec), rank, thresholds, "dec")
+    n_kept = int(sum(int(m.kept.sum()) for m in images))
+    coco = None
+    if images and all(m.coco_tp is not None for m in images):
+        coco = coco_ap(np.concatenate([m.coco_tp for m in images], axis=1)[:, rank], int(n_gt.sum()))
+    return Pooled(rank, tp_seg, tp_dec, voc_ap(tp_seg, n_kept), voc_ap(tp_dec, n_kept), n_kept, int(n_gt.sum()),
+                  coco)
+
+
 def evaluate(gt_labels: Sequence[np.ndarray], pred_masks: Sequence[Sequence[np.ndarray]],
              pred_scores: Sequence[Sequence[float]], *, soft_areas: Sequence[Sequence[float | None]] | None = None,
              box_convention: str = "inclusive", mask_iou_mode: str = "binary",
@@ -382,32 +528,23 @@ def evaluate(gt_labels: Sequence[np.ndarray], pred_masks: Sequence[Sequence[np.n
     """The whole protocol on in-memory label maps and boolean masks (one list of masks per image).
 
     Returns ``ap_seg``/``ap_dec`` (lists), ranked ``tp_seg``/``tp_dec`` (T, N), the pooled ``rank``, the
-    candidate IoUs ``iou_seg``/``iou_dec`` per prediction (input order), ``gt_kept``, ``gt_dropped``.
+    candidate IoUs ``iou_seg``/``iou_dec`` per prediction (input order), ``gt_kept``, ``gt_dropped`` and
+    ``coco_ap`` (COCO mask AP@[.5:.95] of the same matches, :func:`coco_ap`).
     """
-    keys_s, keys_d, ious_s, ious_d, scores = [], [], [], [], []
-    n_kept = n_drop = offset = 0
+    images, scores = [], []
     for i, (labels, masks) in enumerate(zip(gt_labels, pred_masks)):
         pix, owner = masks_to_pixels(masks)
         o = overlaps(labels, pix, owner, len(masks))
         soft = None
         if soft_areas is not None:
             soft = np.array([np.nan if s is None else s for s in soft_areas[i]], np.float64)
-        seg, dec, kept = best_matches(o, box_convention=box_convention, mask_iou_mode=mask_iou_mode,
-                                      soft_area=soft)
-        keys_s.append(np.where(seg.index >= 0, seg.index + offset, -1))
-        keys_d.append(np.where(dec.index >= 0, dec.index + offset, -1))
-        ious_s.append(seg.iou)
-        ious_d.append(dec.iou)
-        scores.append(np.asarray(pred_scores[i], np.float64).reshape(-1))
-        offset += o.gt_ids.size
-        n_kept += int(kept.sum())
-        n_drop += int((~kept).sum())
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-    ks, kd = cat(keys_s, np.int64), cat(keys_d, np.int64)
-    vs, vd, sc = cat(ious_s, float), cat(ious_d, float), cat(scores, float)
-    rank = pooled_rank(sc)
-    tp_seg = match(Best(ks, vs), rank, thresholds, "seg")
-    tp_dec = match(Best(kd, vd), rank, thresholds, "dec")
-    return {"ap_seg": voc_ap(tp_seg, n_kept).tolist(), "ap_dec": voc_ap(tp_dec, n_kept).tolist(),
-            "tp_seg": tp_seg, "tp_dec": tp_dec, "rank": rank, "iou_seg": vs.tolist(), "iou_dec": vd.tolist(),
-            "gt_kept": n_kept, "gt_dropped": n_drop}
+        sc = np.asarray(pred_scores[i], np.float64).reshape(-1)
+        images.append(match_image(o, sc, box_convention=box_convention, mask_iou_mode=mask_iou_mode,
+                                  soft_area=soft, thresholds=thresholds))
+        scores.append(sc)
+    p = pool(images, np.concatenate(scores) if scores else np.zeros(0), thresholds)
+    cat = lambda xs: np.concatenate(xs).astype(float) if xs else np.zeros(0)  # noqa: E731
+    return {"ap_seg": p.ap_seg.tolist(), "ap_dec": p.ap_dec.tolist(), "tp_seg": p.tp_seg, "tp_dec": p.tp_dec,
+            "rank": p.rank, "iou_seg": cat([m.seg.iou for m in images]).tolist(),
+            "iou_dec": cat([m.dec.iou for m in images]).tolist(), "gt_kept": p.gt_kept,
+            "gt_dropped": p.gt_all - p.gt_kept, "coco_ap": p.coco_ap}

@@ -130,16 +130,7 @@ def parse_rle_counts(counts: Sequence[str], sizes: np.ndarray, where: str = "pre
     ngroups = np.diff(gcum, prepend=0)
     gfirst = gcum - ngroups
     m = np.arange(x.size) - np.repeat(gfirst, ngroups)  # position of each count in its record
-    # undo the delta coding (count i >= 3 is stored minus count i-2): running sums along the even and odd
-    # chains of each record; in each global-parity stream a chain starts wherever m <= 2
-    cnts = np.empty_like(x)
-    head = m <= 2
-    for p in (0, 1):
-        v = x[p::2]
-        cs = np.cumsum(v)
-        hi = np.where(head[p::2], np.arange(v.size), 0)
-        np.maximum.accumulate(hi, out=hi)
-        cnts[p::2] = cs - (cs[hi] - v[hi])
+    cnts = _undo_delta(x, m)
     bad = (cnts < 0) | (cnts >= 2**32)
     if bad.any():
         fail(int(np.searchsorted(gcum, np.argmax(bad), side="right")), "holds a negative or out-of-range count")
@@ -157,6 +148,21 @@ def parse_rle_counts(counts: Sequence[str], sizes: np.ndarray, where: str = "pre
     nruns = np.add.reduceat(isfg.astype(np.int64), gfirst)
     area = np.add.reduceat(np.where(isfg, cnts, 0), gfirst)
     return Runs(offset[fg], cnts[fg], np.concatenate(([0], np.cumsum(nruns))), area)
+
+
+def _undo_delta(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Undo COCO's delta coding (count i >= 3 is stored minus count i-2; ``m``: each count's position in its
+    record): running sums along the even and odd chains of each record; in each global-parity stream a
+    chain starts wherever m <= 2."""
+    cnts = np.empty_like(x)
+    head = m <= 2
+    for p in (0, 1):
+        v = x[p::2]
+        cs = np.cumsum(v)
+        hi = np.where(head[p::2], np.arange(v.size), 0)
+        np.maximum.accumulate(hi, out=hi)
+        cnts[p::2] = cs - (cs[hi] - v[hi])
+    return cnts
 
 
 def runs_to_pixels(start: np.ndarray, length: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +261,7 @@ def write_predictions(path, records: list[dict]) -> None:
     write_json(path, list(records))
 
 
-def _load_json_list(path) -> list:
+def load_json_list(path) -> list:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found")
@@ -371,7 +377,7 @@ def check_nonempty(runs: Runs, ids: Sequence[str], where: str, index_of: np.ndar
 def read_predictions(path) -> list[dict]:
     """Read and validate a predictions JSON: a list; required keys; string image ids; finite scores;
     decodable, non-empty RLE. Errors are :class:`DataError` naming the file and the record index."""
-    records = _load_json_list(path)
+    records = load_json_list(path)
     ids, counts, sizes, _, _ = check_records(records, str(path))
     runs = parse_rle_counts(counts, sizes, str(path))
     check_nonempty(runs, ids, str(path))

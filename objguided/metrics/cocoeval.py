@@ -1,4 +1,8 @@
-"""Extra, clearly named metric: COCO mask AP (``coco_ap_seg``), pycocotools-compatible.
+"""COCO mask AP (``coco_ap_seg``) by the COCO tools themselves: the reference the scorer is held to.
+
+``objguided score`` computes ``coco_ap_seg`` from its own IoU pass (:func:`objguided.metrics.ap.coco_image_tp`,
+:func:`objguided.metrics.ap.coco_ap`); this module runs faster-coco-eval or pycocotools on the same inputs,
+for the tests that hold the two equal (tests/test_score_coco_equality.py) and for benchmarks.
 
 Not the paper's protocol (101-point interpolation, greedy matching with fall-back, all GT objects, none
 dropped); reported only as an extra column. COCO caps detections per image at ``maxDets`` (100 by

@@ -23,11 +23,18 @@ e0144959, 2015 (AOGM), as used in Ulman et al., Nature Methods 14:1141-1152, 201
 
 Deviations, all forced by the harness's setting: (1) images are independent 2-D frames and there is no
 tracking, so only the detection part of AOGM (vertices: NS, FN, FP) is computed, never the edge operations
-of TRA; (2) the reference for DET is the same label map as for SEG (the challenge matches detections
-against its TRA markers, which cover every cell of every frame; here the gold or silver SEG masks the
-dataset was built from); (3) "the sequence" is the set of scored images (e.g. a test split drawing frames
+of TRA (a simplified AOGM-D, named so in the output); (2) DET's reference: the frame's TRA markers, as in
+the challenge, where the dataset keeps them (``markers`` in its manifest, the ``ctc`` source); elsewhere the
+same label map as SEG's; (3) "the sequence" is the set of scored images (e.g. a test split drawing frames
 from both sequences 01 and 02): :func:`quality_from_predictions` also reports each image-id prefix
 (``01``, ``02``) as its own group, so that per-sequence values are at hand.
+
+**Partial truth** (the CTC's gold SEG masks annotate only some cells of a frame; the manifest's
+``truth_complete``, see ``datasets/README.md``): SEG runs over the annotated objects only, which is already
+the CTC definition (a reference-side measure: a prediction of an unannotated cell matches nothing and does
+not count); DET comes from the TRA markers, which mark every cell; the CVPPP measures and every AP count
+unannotated cells as false positives, so the summary's ``truth`` block flags them
+(:data:`PARTIAL_AP_NOTE`, :data:`PARTIAL_RULES`).
 
 **CVPPP Leaf Segmentation Challenge (Table IV): bestDice (SBD), FgBgDice, diffFG, absDiffFG.** Source:
 Scharr et al., "Leaf segmentation in plant phenotyping: a collation study", Machine Vision and Applications
@@ -57,28 +64,17 @@ whole thing for a predictions JSON and a GT folder (the readers of :mod:`objguid
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
 from objguided.data.canonical import read_label_map
 from objguided.errors import DataError
-from objguided.metrics.coco import (
-    _load_json_list,
-    check_nonempty,
-    check_records,
-    gt_sources,
-    parse_rle_counts,
-    record_images,
-    runs_to_pixels,
-)
 
 #: AOGM-D weights of the CTC DET measure: vertex splitting, false negative (missed), false positive (extra).
 CTC_WEIGHTS = {"ns": 5, "fn": 10, "fp": 1}
 
 #: Keys of the per-image and aggregated measure dicts (the table builders read these).
-CTC_KEYS = ("seg", "det", "op_csb")
 CVPPP_KEYS = ("best_dice", "abs_diff_fg", "diff_fg", "fg_bg_dice")
 
 PAINT_RULE = ("instances painted in ascending score order: a higher-scoring instance wins shared pixels; "
@@ -374,52 +370,117 @@ def quality_from_predictions(gt_dir, pred_path, split_path=None, subset=None, mi
     """CTC and CVPPP measures of a predictions JSON against a GT folder.
 
     ``gt_dir``, ``split_path`` and ``subset`` are as for ``objguided score`` (:func:`coco.gt_sources`);
-    records are read and checked by :mod:`objguided.metrics.coco` (an image id outside the scored GT, an RLE
-    whose size differs from its label map, a non-finite score or an empty mask is a ``DataError``).
-    Predictions with ``score >= min_score`` are painted per image into one label map
-    (:func:`instances_to_label_map`'s rule: higher score wins); a GT image without any kept prediction is
-    scored against an empty map.
+    records are read, checked and decoded by the evaluator's one loop (:mod:`objguided.metrics.decode`: an
+    image id outside the scored GT, an RLE whose size differs from its label map, a non-finite score or an
+    empty mask is a ``DataError``). Predictions with ``score >= min_score`` are painted per image into one
+    label map (:func:`instances_to_label_map`'s rule: higher score wins); a GT image without any kept
+    prediction is scored against an empty map.
 
     Returns ``{"ctc": aggregate_ctc(...), "cvppp": aggregate_cvppp(...), "images": n, "groups": {prefix:
-    {"ctc", "cvppp", "images"}}, "settings": {...}}``, plus ``"per_image"`` (a list of ``{"image_id",
-    "ctc", "cvppp"}``) when ``per_image``. ``groups`` holds the image-id prefixes before the first ``_`` (CTC
-    sequences ``01``/``02``, LSC subsets ``A1``..``A4``) when every scored id has one, else it is empty.
+    {"ctc", "cvppp", "images"}}, "truth": {...}, "settings": {...}}``, plus ``"per_image"`` (a list of
+    ``{"image_id", "ctc", "cvppp"}``) when ``per_image``. ``groups`` holds the image-id prefixes before the
+    first ``_`` (CTC sequences ``01``/``02``, LSC subsets ``A1``..``A4``) when every scored id has one, else
+    it is empty.
     """
+    from objguided.metrics import decode
+
     min_score = float(min_score)
-    sources: Sequence[tuple[str, Path]] = gt_sources(gt_dir, split_path, subset)
-    where = str(pred_path)
-    records = _load_json_list(pred_path)
-    ids, counts, sizes, scores, _ = check_records(records, where)
-    img = record_images(ids, sources, where, gt_dir, subset)
-    keep = np.flatnonzero(scores >= min_score)
-    keep = keep[np.argsort(img[keep], kind="stable")]  # grouped by image, file order within
-    runs = parse_rle_counts([counts[i] for i in keep], sizes[keep], where, index_of=keep)
-    check_nonempty(runs, [ids[i] for i in keep], where, index_of=keep)
-    bounds = np.searchsorted(img[keep], np.arange(len(sources) + 1))
-
-    rows = []
-    for k, (image_id, path) in enumerate(sources):
-        labels = read_label_map(path)
-        h, w = labels.shape
-        a, b = int(bounds[k]), int(bounds[k + 1])
-        for j in range(a, b):
-            if tuple(sizes[keep[j]]) != (h, w):
-                raise DataError(f"{where}: record {int(keep[j])}: image '{image_id}': RLE size "
-                                f"{sizes[keep[j], 0]}x{sizes[keep[j], 1]} differs from its ground-truth label map "
-                                f"{h}x{w} ({path})")
-        r0, r1 = int(runs.first[a]), int(runs.first[b])
-        owner = np.repeat(np.arange(b - a), np.diff(runs.first[a:b + 1]))
-        pix, own = runs_to_pixels(runs.start[r0:r1], runs.length[r0:r1], owner)
-        rows.append({"image_id": image_id, **image_measures(labels, pix, own, scores[keep[a:b]])})
-    return summarise(rows, min_score, len(records), int(keep.size), per_image)
+    g = decode.load(gt_dir, pred_path, split_path, subset, min_score=min_score)
+    rows = decode.map_images(g, lambda d: {"image_id": d.image_id, **image_data_measures(d)})
+    return summarise(rows, min_score, g.n_records, int(g.perm.size), per_image)
 
 
-def image_measures(labels: np.ndarray, pix: np.ndarray, own: np.ndarray, scores: np.ndarray) -> dict:
-    """Both sets of one image whose predictions are given as column-major pixel indices ``pix`` of instance
-    ``own`` (the evaluator's decoded RLE) with their ``scores``, painted by :func:`instances_to_label_map`'s
-    rule. ``objguided score`` calls this in its own pass over the images, so nothing is read twice."""
+def _paint_keep(n_pixels: int, pix: np.ndarray, own: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Which entries (pixel ``pix[i]`` of instance ``own[i]``) :func:`_paint` keeps: on a pixel several
+    instances share, only the highest-scoring one (then the lowest index); only shared pixels are sorted."""
+    keep = np.ones(pix.size, bool)
+    if pix.size == 0:
+        return keep
+    shared = np.flatnonzero(np.bincount(pix, minlength=n_pixels)[pix] > 1)
+    if shared.size:
+        prio = np.empty(scores.size, np.int64)
+        prio[np.argsort(-np.asarray(scores, float), kind="stable")] = np.arange(scores.size)  # 0 = painted last
+        m = shared[np.lexsort((prio[own[shared]], pix[shared]))]
+        keep[m[1:][pix[m][1:] == pix[m][:-1]]] = False
+    return keep
+
+
+def _painted_overlap(ref: np.ndarray, cpix: np.ndarray, own: np.ndarray, n_pred: int,
+                     ref_objects: tuple[np.ndarray, np.ndarray] | None = None) -> Overlap:
+    """:func:`overlap` of ``ref`` with the painted prediction, from the painted pixel list alone (row-major
+    ``cpix`` of instance ``own``): instances wholly painted over vanish, as in the label map.
+    ``ref_objects``: ``ref``'s (ids, areas) when already known."""
+    from objguided.metrics.ap import label_boxes
+
+    ids, area = ref_objects if ref_objects is not None else label_boxes(ref)[:2]
+    lut = np.zeros(int(ids[-1]) + 1 if ids.size else 1, np.int64)
+    lut[ids] = np.arange(1, ids.size + 1)
+    col = lut[ref.ravel()[cpix]]
+    table = np.bincount(own * (ids.size + 1) + col, minlength=n_pred * (ids.size + 1)).reshape(n_pred, ids.size + 1)
+    pred_area = table.sum(axis=1)
+    alive = np.flatnonzero(pred_area)
+    return Overlap(ids.astype(np.int64), alive + 1, table[alive, 1:].T, np.asarray(area, np.int64), pred_area[alive])
+
+
+def image_measures(labels: np.ndarray, pix: np.ndarray, own: np.ndarray, scores: np.ndarray, *,
+                   gt_objects: tuple[np.ndarray, np.ndarray] | None = None, markers: np.ndarray | None = None) -> dict:
+    """Both sets of one image whose predictions are column-major pixel indices ``pix`` of instance ``own``
+    (the evaluator's decoded RLE) with their ``scores``, painted by :func:`instances_to_label_map`'s rule;
+    the same numbers as :func:`measures` on the painted label map, without painting or relabelling it.
+
+    ``gt_objects``: the label map's (ids, areas) when known. ``markers``: the frame's TRA marker label map;
+    when given, DET and its counts come from the markers as reference (the challenge's DET), SEG still
+    from the label map (``det_reference`` says which)."""
     h, w = labels.shape
-    return measures(labels, _paint(h * w, pix, own, scores).reshape((h, w), order="F"))
+    scores = np.asarray(scores, float)
+    keep = _paint_keep(h * w, pix, own, scores)
+    cpix = (pix[keep] % h) * w + pix[keep] // h
+    o = _painted_overlap(labels, cpix, own[keep], scores.size, gt_objects)
+    ctc = _ctc_from(o)
+    if markers is not None:
+        if markers.shape != labels.shape:
+            raise DataError(f"TRA markers are {markers.shape[0]}x{markers.shape[1]} but the label map is {h}x{w}")
+        det = _ctc_from(_painted_overlap(markers, cpix, own[keep], scores.size))
+        ctc.update({k: det[k] for k in ("det", "ns", "fn", "fp", "aogm_d", "aogm_d0")}, n_markers=det["n_gt"])
+        ctc["op_csb"] = _op_csb(ctc["seg"], ctc["det"])
+    ctc["det_reference"] = "markers" if markers is not None else "labels"
+    return {"ctc": ctc, "cvppp": _cvppp_from(o)}
+
+
+def image_data_measures(d, gt_objects: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """:func:`image_measures` of one :class:`objguided.metrics.decode.ImageData` (reads its TRA markers)."""
+    markers = read_label_map(d.markers) if d.markers is not None else None
+    out = image_measures(d.labels, d.pix, d.own, d.scores, gt_objects=gt_objects, markers=markers)
+    out["ctc"]["truth_complete"] = bool(d.complete)
+    return out
+
+
+#: the flag every AP-like figure scored on partial truth carries (metrics.json, Tables III and IV)
+PARTIAL_AP_NOTE = "partial truth: AP counts unannotated cells as false positives"
+
+PARTIAL_RULES = {
+    "seg": "CTC SEG over the annotated objects only: mean Jaccard of each annotated object with the predicted "
+           "object covering more than half of it (0 without one); predictions on unannotated cells do not count",
+    "det": "simplified AOGM-D against the TRA markers where the frame has them (every cell of the frame): a "
+           "marker is detected by the predicted object covering more than half of its pixels; FN = markers "
+           "detected by none, FP = predicted objects detecting no marker, NS = sum over predicted objects of "
+           "(markers detected - 1); DET = 1 - min(5 NS + 10 FN + 1 FP, 10 markers) / (10 markers), pooled; "
+           "no tracking edges. Frames without markers: the same against the label map's objects",
+    "cvppp": "bestDice, FgBgDice and diffFG count unannotated objects as false positives: not comparable on "
+             "partial truth",
+}
+
+
+def truth_summary(ctc_rows: list[dict]) -> dict:
+    """How many scored images have partial truth and DET from markers, with the rules that then apply."""
+    partial = sum(1 for c in ctc_rows if c.get("truth_complete") is False)
+    markers = sum(1 for c in ctc_rows if c.get("det_reference") == "markers")
+    out = {"images": len(ctc_rows), "partial": partial, "det_from_markers": markers,
+           "seg": PARTIAL_RULES["seg"] if partial else "CTC SEG over the label map's objects",
+           "det": PARTIAL_RULES["det"] if markers else "simplified AOGM-D against the label map's objects"}
+    if partial:
+        out.update(ap_note=PARTIAL_AP_NOTE, cvppp=PARTIAL_RULES["cvppp"])
+    return out
 
 
 def summarise(rows: list[dict], min_score: float, n_predictions: int, n_kept: int, per_image: bool = False) -> dict:
@@ -435,6 +496,7 @@ def summarise(rows: list[dict], min_score: float, n_predictions: int, n_kept: in
         **aggregate([r["ctc"] for r in rows], [r["cvppp"] for r in rows]),
         "images": len(rows),
         "groups": groups,
+        "truth": truth_summary([r["ctc"] for r in rows]),
         "settings": {"min_score": float(min_score), "predictions": n_predictions, "predictions_kept": n_kept,
                      "paint": PAINT_RULE, "ctc_weights": dict(CTC_WEIGHTS),
                      "ctc_pooling": "SEG and DET pooled over all scored images (one sequence)",

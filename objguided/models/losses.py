@@ -1,4 +1,4 @@
-"""The loss terms, normalised exactly as the authors' code does (REFERENCE section 1).
+"""The loss terms, normalised exactly as the authors' code does (docs/method.md).
 
 * :func:`focal_loss`: CornerNet/CenterNet focal loss (alpha = 2, beta = 4) on the heatmap, summed over
   the batch and divided by the number of centre cells (gt == 1) in the batch; ``-neg`` alone when there

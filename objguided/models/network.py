@@ -7,7 +7,7 @@ multi-level ROI segmentation branch, plus the auxiliary feature refinement loss.
     segmentation levels: [c0_conv(image) (s1), c1 (s2), c2 (s4), c3 (s8), c4 (s16)]
     per box: crop every level on its grid (roi.py), fuse top-down (InstanceNorm CMs), head -> ROI mask
 
-See ``objguided/models/README.md`` for where each fact of REFERENCE section 1 lives.
+See ``objguided/models/README.md`` for where each fact of docs/method.md lives.
 """
 
 from __future__ import annotations

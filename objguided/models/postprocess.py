@@ -1,5 +1,5 @@
 """From ROI probabilities to instance masks at the original resolution: the paper's path and the
-authors' code's path (REFERENCE section 1, "Inference as the code runs it", and section 2).
+authors' code's path (docs/method.md, "Inference", and docs/protocol.md).
 
 ``faithful_to="paper"`` (default):
   1. each ROI's probabilities are splatted bilinearly onto the S x S canvas ("Hough voting": every ROI
@@ -15,7 +15,8 @@ authors' code's path (REFERENCE section 1, "Inference as the code runs it", and 
 
 ``faithful_to="code"``: the authors' main.py/module.py path in full:
   1. splatting without normalisation (canvas values below 1 inside small objects: holes);
-  2. threshold 0.53 (``>=``), canvas 0/1;
+  2. threshold 0.5 (``>=``; the README's evaluation command passes ``--seg_thresh 0.5``, main.py's own
+     default is 0.53: ``threshold=0.53``), canvas 0/1;
   3. bilinear resize to the original size (``cv2.resize`` INTER_LINEAR semantics; the code passes the
      nearest flag in the ``dst`` slot, so OpenCV resizes bilinearly);
   4. tight box from the pixels equal to 1 (within 1e-9, float64 arithmetic), the stored mask is the soft
@@ -41,7 +42,8 @@ ONE_TOL = 1e-9
 
 @dataclass
 class PostConfig:
-    """``faithful_to``: ``"paper"`` | ``"code"``; ``threshold``: None = 0.5 (paper) / 0.53 (code);
+    """``faithful_to``: ``"paper"`` | ``"code"``; ``threshold``: None = 0.5 (the paper, and the authors'
+    README's evaluation command; main.py's default 0.53 needs ``threshold=0.53``);
     ``mask_nms_iou``: greedy mask NMS threshold (0.2)."""
 
     faithful_to: str = "paper"
@@ -56,7 +58,7 @@ class PostConfig:
     def thr(self) -> float:
         if self.threshold is not None:
             return float(self.threshold)
-        return 0.5 if self.faithful_to == "paper" else 0.53
+        return 0.5
 
 
 def _np(x) -> np.ndarray:

@@ -4,10 +4,12 @@ Coordinates are continuous with pixel i covering [i, i+1) (the "half-pixel" conv
 ``cv2.resize``/``F.interpolate(align_corners=False)``). A :class:`Frame` maps original x to input
 ``u = (x + pad_x) * scale_x`` (likewise y):
 
-* ``letterbox`` (the paper's path, consistent with training crops): the image is centred in a black
-  square of side L = max(H, W) (pad_x = (L - W) / 2, pad_y = (L - H) / 2 original pixels, possibly
-  half-integers), which is resized to S: scale = S / L;
-* ``stretch`` (the authors' test-time path): ``cv2.resize`` to S x S, scale_x = S / W, scale_y = S / H.
+* ``stretch`` (the paper's test-time path, "resized to 512x512", and the authors' test code's):
+  ``cv2.resize`` to S x S, scale_x = S / W, scale_y = S / H;
+* ``letterbox`` (an option, geometrically consistent with training crops): the image is centred in a
+  black square of side L = max(H, W) (pad_x = (L - W) / 2, pad_y = (L - H) / 2 original pixels, possibly
+  half-integers), which is resized to S: scale = S / L. It keeps less resolution on non-square images:
+  the ceiling benchmark (benchmarks/results/objguided_ceiling.md) loses about 4 APseg points to it.
 
 The authors' training warp maps pixel *indices* (x_out = (x - W/2) * S/L + S/2), which differs from
 the half-pixel letterbox by 0.5 * (1 - S/L) input pixels: a named sub-pixel deviation.
@@ -133,7 +135,7 @@ class Frame:
         return full
 
 
-def prepare(image: np.ndarray, size: int, mode: str = "letterbox", bgr: bool = False) -> tuple[Tensor, Frame]:
+def prepare(image: np.ndarray, size: int, mode: str = "stretch", bgr: bool = False) -> tuple[Tensor, Frame]:
     """uint8 image (HxW gray, HxWx3 RGB, or HxWx4 with alpha dropped) -> (float32 [3, S, S], Frame).
 
     Values are ``/255 - 0.5`` (no ImageNet mean/std, as the paper); gray is repeated to 3 channels;

@@ -4,6 +4,9 @@ For a ROI of H x W pixels: N = H*W // D (D = 8); draw ``int(k*N)`` uniform rando
 unit square (x, y in [0, 1), mapped onto the ROI's corner pixel centres, align_corners=True); sample
 the uncertainty ``-|2p - 1|`` of the detached predicted probability map there (bilinear); keep the
 ``floor(beta*N)`` most uncertain points. No extra "coverage" points (unlike PointRend).
+
+Points are drawn and sampled in float32 (float64 for float64 maps) whatever the maps' dtype, so that a
+mixed-precision run draws the same points as a float32 run and samples the same places (see roi.py).
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from objguided.models.roi import sampling_dtype
+
 
 def point_sample(feat: Tensor, pts: Tensor) -> Tensor:
     """Bilinear (align_corners=True, zero padding) sample of ``feat`` [n, C, H, W] at ``pts`` [n, P, 2]
     ((x, y) in [0, 1] over the map's corner pixel centres) -> [n, C, P]."""
-    grid = (2.0 * pts - 1.0).unsqueeze(2).to(feat.dtype)  # [n, P, 1, 2]
-    return F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=True).squeeze(3)
+    dtype = sampling_dtype(feat)
+    grid = (2.0 * pts.to(dtype) - 1.0).unsqueeze(2)  # [n, P, 1, 2]
+    return F.grid_sample(feat.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True).squeeze(3)
 
 
 def point_counts(height: int, width: int, k: float, beta: float, divisor: int) -> tuple[int, int]:
@@ -37,12 +43,13 @@ def select_uncertain_points(probs: Tensor, k: float = 3.0, beta: float = 0.75, d
     n, _, height, width = probs.shape
     drawn, kept = point_counts(height, width, k, beta, divisor)
     if kept == 0 or drawn == 0:
-        return probs.new_zeros((n, 0, 2))
+        return probs.new_zeros((n, 0, 2), dtype=sampling_dtype(probs))
     kept = min(kept, drawn)
     uncertainty = -(2 * probs.detach() - 1).abs()
-    pts = torch.rand((n, drawn, 2), generator=generator, device=probs.device, dtype=probs.dtype) \
+    dtype = sampling_dtype(probs)
+    pts = torch.rand((n, drawn, 2), generator=generator, device=probs.device, dtype=dtype) \
         if generator is None or generator.device == probs.device else \
-        torch.rand((n, drawn, 2), generator=generator, dtype=probs.dtype).to(probs.device)
+        torch.rand((n, drawn, 2), generator=generator, dtype=dtype).to(probs.device)
     u = point_sample(uncertainty, pts)[:, 0]  # [n, drawn]
     idx = u.topk(kept, dim=1).indices  # [n, kept]
     return torch.gather(pts, 1, idx.unsqueeze(2).expand(n, kept, 2))

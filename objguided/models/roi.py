@@ -1,6 +1,6 @@
 """ROI geometry and multi-level ROI cropping (the object-guided segmentation branch's input).
 
-Conventions (the authors' code, REFERENCE section 1):
+Conventions (the authors' code, docs/method.md):
 
 * a box is (cx, cy, w, h) in input pixels, pixel centres at integer coordinates; a ground-truth box with
   inclusive extents x1..x2 has cx = (x1+x2)/2 and w = x2-x1+1 (:func:`inclusive_to_cxcywh`);
@@ -14,6 +14,10 @@ Conventions (the authors' code, REFERENCE section 1):
 
 Batched cropping stacks the grids of n ROIs of one size into one grid_sample call; the result is the
 same as cropping them one by one (each output point depends only on its own coordinates).
+
+Grids are float32 (float64 maps: float64) and sampling runs at that precision whatever the map's dtype:
+under mixed precision a float16 grid moves points by up to 1/16 px on a 512 map (a bfloat16 one by up to
+1/2 px), so an AMP run would crop other places than a float32 run. The crops come out float32.
 """
 
 from __future__ import annotations
@@ -84,6 +88,11 @@ def level_key(levels: list[LevelBox]) -> tuple:
     return tuple((lv.gh, lv.gw) for lv in levels)
 
 
+def sampling_dtype(feat: Tensor) -> torch.dtype:
+    """The dtype ROI grids and sampling use for a map: float32, or float64 for a float64 map."""
+    return torch.promote_types(feat.dtype, torch.float32)
+
+
 def _norm_grid(levels: list[LevelBox], height: int, width: int, device, dtype) -> Tensor:
     """Stacked align_corners=True grids of same-size ROIs: [1, n*gh, gw, 2]."""
     xs = np.stack([lv.xs() for lv in levels])  # [n, gw]
@@ -109,8 +118,9 @@ def crop_same_size(feat: Tensor, levels: list[LevelBox]) -> Tensor:
     gh, gw = levels[0].gh, levels[0].gw
     if any((lv.gh, lv.gw) != (gh, gw) for lv in levels):
         raise ValueError("crop_same_size: ROIs of different grid sizes")
-    grid = _norm_grid(levels, height, width, feat.device, feat.dtype)
-    out = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    dtype = sampling_dtype(feat)
+    grid = _norm_grid(levels, height, width, feat.device, dtype)
+    out = F.grid_sample(feat.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.view(c, len(levels), gh, gw).permute(1, 0, 2, 3)
 
 
@@ -197,8 +207,10 @@ def crop_groups(feats: list[Tensor], groups: list) -> list[list[Tensor]]:
             else:
                 runs.append((g, [k], lv.gh, lv.gw))
                 counts.append(lv.gh * lv.gw)
-        grid = torch.as_tensor(np.concatenate(grids)[None, :, None, :], dtype=feat.dtype, device=feat.device)
-        sampled = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, :, :, 0]
+        dtype = sampling_dtype(feat)
+        grid = torch.as_tensor(np.concatenate(grids)[None, :, None, :], dtype=dtype, device=feat.device)
+        sampled = F.grid_sample(feat.to(dtype), grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=True)[0, :, :, 0]
         for (g, positions, gh, gw), part in zip(runs, torch.split(sampled, counts, dim=1)):
             crops = part.reshape(c, len(positions), gh, gw).permute(1, 0, 2, 3)
             pieces.setdefault((g, lvl), []).append((positions, crops))

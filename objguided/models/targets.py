@@ -1,6 +1,6 @@
 """Training targets of the paper's network: CenterNet heatmap/size/offset and the ROI mask targets.
 
-Facts implemented here (REFERENCE section 1, "checked line by line"):
+Facts implemented here (docs/method.md, "checked line by line"):
 
 * each object is reduced to its largest 4-connected component (ties: the first in raster order);
 * only objects with ``x2 - x1 > 2`` and ``y2 - y1 > 2`` (inclusive pixel extents of that component,

@@ -1,8 +1,9 @@
 """Report builders: pure functions from run records (see ``runs``) to tables and figures.
 
-``build.build_report`` (the `report` verb) strings them together: Table I with bootstrap intervals
-(``table1``, ``bootstrap``), Table II (``table2``), Figures 4 and 5 (``fig4``, ``fig5``) and report.html
-(``html``).
+``build.build_report`` (the `report` verb) strings them together: Table I as a leaderboard with bootstrap
+intervals and a LaTeX export (``table1``, ``bootstrap``), ours against the paper (``vs_paper``), Table II
+(``table2``), Figures 4 and 5 (``fig4``, ``fig5``; Figure 4 at each method's operating point, ``analysis``), the
+error analysis (``errors``), the loss curves (``losses``) and report.html (``html``).
 """
 
 from objguided.report.fig5 import make_fig5, plot_fig5

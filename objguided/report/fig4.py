@@ -5,8 +5,10 @@ method label (in the report's order). Choices, fixed so that every report shows 
 
 - Images: the first ``n_images`` ids (default 3) of the evaluated subset in split order.
 - Run: of a label with several seeds, the lowest seed's predictions.
-- Instances: every prediction of the image with score >= ``score_threshold`` (default 0.5, the usual
-  display threshold of detectors; the count shown and the total are printed in the panel), drawn in
+- Instances: every prediction of the image with a score at or above the method's operating point (the
+  threshold that maximises F1 at IoU 0.5 over the evaluated images, ``objguided.report.analysis``; printed
+  under the method's name) -- a fixed threshold hides the detections of a method whose scores sit lower,
+  such as a briefly trained detector's; the count shown and the total are printed in the panel -- drawn in
   ascending score so the most confident lie on top: a translucent fill and an opaque contour, one colour
   per instance (the colours carry no identity between panels).
 
@@ -67,21 +69,25 @@ def overlay(image: np.ndarray, masks: Sequence[np.ndarray], edge_width: int = 1)
     """The image with each mask (in order, later on top) as a translucent fill and an opaque contour
     ``edge_width`` pixels wide."""
     out = to_rgb(image).copy()
-    colors = _palette(len(masks))
-    for mask, color in zip(masks, colors):
-        mask = np.asarray(mask, bool)
-        if mask.shape != out.shape[:2]:
-            raise DataError(f"Figure 4: a mask of size {mask.shape} on an image of size {out.shape[:2]}")
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if rows.size == 0:
-            continue
-        # work inside the mask's box (plus the erosion's reach): a small object on a large image is cheap
-        r0, r1 = max(rows[0] - edge_width, 0), rows[-1] + edge_width + 1
-        c0, c1 = max(cols[0] - edge_width, 0), cols[-1] + edge_width + 1
-        m, view = mask[r0:r1, c0:c1], out[r0:r1, c0:c1]
-        view[m] = (1 - FILL_ALPHA) * view[m] + FILL_ALPHA * color
-        view[m & ~ndimage.binary_erosion(m, iterations=edge_width)] = color
+    for mask, color in zip(masks, _palette(len(masks))):
+        paint(out, mask, color, edge_width)
     return out
+
+
+def paint(out: np.ndarray, mask: np.ndarray, color, edge_width: int = 1, fill_alpha: float = FILL_ALPHA) -> None:
+    """Draw ``mask`` on the float RGB picture ``out`` in place: a translucent fill and an opaque contour."""
+    mask = np.asarray(mask, bool)
+    if mask.shape != out.shape[:2]:
+        raise DataError(f"Figure 4: a mask of size {mask.shape} on an image of size {out.shape[:2]}")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return
+    # work inside the mask's box (plus the erosion's reach): a small object on a large image is cheap
+    r0, r1 = max(rows[0] - edge_width, 0), rows[-1] + edge_width + 1
+    c0, c1 = max(cols[0] - edge_width, 0), cols[-1] + edge_width + 1
+    m, view = mask[r0:r1, c0:c1], out[r0:r1, c0:c1]
+    view[m] = (1 - fill_alpha) * view[m] + fill_alpha * np.asarray(color, float)
+    view[m & ~ndimage.binary_erosion(m, iterations=edge_width)] = color
 
 
 def edge_width_for(shape: tuple[int, ...]) -> int:
@@ -114,17 +120,37 @@ def label_masks(labels: np.ndarray) -> list[np.ndarray]:
     return [labels == i for i in np.unique(labels) if i != 0]
 
 
-def make_fig4(dataset: str, images: list[tuple[str, np.ndarray, np.ndarray]], columns: list[tuple[str, dict]],
-              score_threshold: float = DEFAULT_SCORE_THRESHOLD, title: str | None = None) -> Figure:
-    """``images``: (image id, image, GT label map); ``columns``: (label, {image id: Panel}) per method.
+def short_id(image_id: str, width: int = 18) -> str:
+    """An image id as at most two lines of ``width`` characters (the middle elided), so that long ids do not
+    run into the next row's label.
 
-    A method with no panel for an image (no prediction there) shows the bare image.
+    >>> short_id("nuclei_0001"), short_id("a" * 20 + "_" + "b" * 30)
+    ('nuclei_0001', 'aaaaaaaaaaaaaaaaaa\\naa_bbbbb…bbbbbbbbb')
+    """
+    if len(image_id) > 2 * width:
+        image_id = image_id[: width + width // 2 - 1] + "…" + image_id[-(width // 2):]
+    return "\n".join(image_id[i:i + width] for i in range(0, len(image_id), width))
+
+
+def _threshold_text(threshold: float) -> str:
+    return "nothing to draw" if not np.isfinite(threshold) else f"score ≥ {threshold:.2g}"
+
+
+def make_fig4(dataset: str, images: list[tuple[str, np.ndarray, np.ndarray]], columns: list[tuple],
+              score_threshold: float = DEFAULT_SCORE_THRESHOLD, title: str | None = None) -> Figure:
+    """``images``: (image id, image, GT label map); ``columns``: (label, {image id: Panel}) per method, or
+    (label, {image id: Panel}, threshold) to draw that method at its own operating point instead of
+    ``score_threshold``. A method with no panel for an image (no prediction there) shows the bare image.
     """
     if not images:
         raise DataError(f"Figure 4 of {dataset}: no test images")
+    columns = [(c[0], c[1], c[2] if len(c) > 2 else score_threshold) for c in columns]
     n_rows, n_cols = len(images), 1 + len(columns)
     width = PANEL_INCHES * n_cols + 0.4
-    height = PANEL_INCHES * n_rows + 0.75 + (0.3 if title else 0.0)
+    title = title or (f"{dataset}: the first {n_rows} test images; each method's predictions at its operating "
+                      "point (lowest seed)")
+    title_lines = textwrap.wrap(title, max(20, int(width * 12)))  # ~12 characters per inch at 10 pt
+    height = PANEL_INCHES * n_rows + 0.75 + 0.18 * (len(title_lines) - 1)
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     wrap = max(12, int(PANEL_INCHES * 11))
@@ -132,11 +158,11 @@ def make_fig4(dataset: str, images: list[tuple[str, np.ndarray, np.ndarray]], co
         gt = label_masks(labels)
         width_px = edge_width_for(image.shape)
         cells = [("Ground truth", shrink(overlay(image, gt, width_px)), f"{len(gt)} objects")]
-        for label, panels in columns:
+        for label, panels, threshold in columns:
             panel = panels.get(image_id, Panel([], [], 0))
-            keep = [j for j in np.argsort(panel.scores, kind="stable") if panel.scores[j] >= score_threshold]
+            keep = [j for j in np.argsort(panel.scores, kind="stable") if panel.scores[j] >= threshold]
             shown = shrink(overlay(image, [panel.masks[j] for j in keep], width_px))
-            cells.append((label, shown, f"{len(keep)} of {panel.total} shown"))
+            cells.append((f"{label}\n({_threshold_text(threshold)})", shown, f"{len(keep)} of {panel.total} shown"))
         for j, (name, picture, caption) in enumerate(cells):
             ax = axes[i, j]
             ax.imshow(picture, interpolation="nearest")
@@ -145,11 +171,11 @@ def make_fig4(dataset: str, images: list[tuple[str, np.ndarray, np.ndarray]], co
             ax.text(0.02, 0.02, caption, transform=ax.transAxes, fontsize=6.5, color="white",
                     bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0})
             if i == 0:
-                ax.set_title("\n".join(textwrap.wrap(name, wrap)), fontsize=8)
+                head, _, tail = name.partition("\n")
+                ax.set_title("\n".join(textwrap.wrap(head, wrap) + ([tail] if tail else [])), fontsize=8)
             if j == 0:
-                ax.set_ylabel(image_id, fontsize=8)
-    fig.suptitle(title or f"{dataset}: the first {n_rows} test images; predicted instances with score >= "
-                 f"{score_threshold:g} (lowest seed of each method)", fontsize=10)
+                ax.set_ylabel(short_id(image_id), fontsize=7)
+    fig.suptitle("\n".join(title_lines), fontsize=10)
     return fig
 
 
@@ -193,12 +219,24 @@ def plot_fig4(dataset: str, data: dict, runs: list[dict], png_path: str | os.Pat
               pdf_path: str | os.PathLike | None = None, n_images: int = DEFAULT_IMAGES,
               score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> None:
     """Figure 4 of one dataset. ``data``: {"dir", "split" (or None), "subset"}; ``runs``: run records of
-    this dataset with ``dir`` (their predictions.json is read), labels in first-seen order, lowest seed."""
+    this dataset with ``dir`` (their predictions.json is read), labels in first-seen order, lowest seed. Each
+    method is drawn at its operating point (``analysis.operating_point``, from its metrics' match data);
+    a run scored before that data was stored falls back to ``score_threshold``."""
     images = fig4_images(data["dir"], data.get("split"), data.get("subset", "test"), n_images)
     ids = [i for i, _, _ in images]
     columns = []
     for label in dict.fromkeys(r["label"] for r in runs):
         run = min((r for r in runs if r["label"] == label), key=lambda r: int(r["seed"]))
-        columns.append((label, read_panels(Path(run["dir"]) / "predictions.json", ids)))
+        columns.append((label, read_panels(Path(run["dir"]) / "predictions.json", ids),
+                        drawing_threshold(run, score_threshold)))
     fig = make_fig4(dataset, images, columns, score_threshold)
     save_figure(fig, png_path, pdf_path)
+
+
+def drawing_threshold(run: dict, fallback: float) -> float:
+    """The run's operating-point score threshold, or ``fallback`` without match data in its metrics."""
+    from objguided.report.analysis import operating_point
+    from objguided.report.bootstrap import matches_of
+
+    matches = matches_of(run["metrics"]) if run.get("metrics") else None
+    return fallback if matches is None else operating_point(matches).threshold

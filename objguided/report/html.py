@@ -1,9 +1,11 @@
-"""report.html: one static page with Table I and II, the extra metrics, Figures 4 and 5, and every run.
+"""report.html: one static page with ours against the paper, Table I and II, the extra metrics, Figures 4 and 5, the
+error analysis and loss curves, and every run.
 
 Plain HTML with the style inlined and relative links only (no JS, no external CSS), so the report
 folder opens from disk or any static host together with the run folders it links to. Per run it links
 the logs (train, predict, score, time), metrics.json, speed.json and predictions.json, shows the
-variant's parameters, and a provenance table read from the run's model file (``model.pt``, written by
+variant's parameters, and a provenance table (what every run shares once, above the runs; per run what
+differs) read from the run's model file (``model.pt``, written by
 ``objguided train``: git commit, config hash, seed, device, CUDA, package versions, host, time).
 """
 
@@ -39,14 +41,14 @@ def read_provenance(run_dir: str | os.PathLike) -> tuple[dict | None, str]:
         try:
             import torch
 
-            try:
-                record = torch.load(model, map_location="cpu", weights_only=False, mmap=True)
-            except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-                record = torch.load(model, map_location="cpu", weights_only=False)
+            record = torch.load(model, map_location="cpu", weights_only=False, mmap=True)
             if isinstance(record, dict) and isinstance(record.get("provenance"), dict):
                 prov = dict(record["provenance"])
                 if "train_seconds" in record:
                     prov["train_seconds"] = record["train_seconds"]
+                state = record.get("state")  # methods with a pretrained backbone record its real source
+                if isinstance(state, dict) and isinstance(state.get("weights_source"), str):
+                    prov["weights_source"] = state["weights_source"]
                 return prov, "model.pt"
         except Exception:  # noqa: BLE001 - a damaged model file must not stop the report; fall back
             pass
@@ -76,6 +78,8 @@ def provenance_rows(prov: dict | None) -> list[tuple[str, str]]:
     if isinstance(split, dict):  # models trained since the split record was kept
         sizes = ", ".join(f"{k} {v}" for k, v in (split.get("sizes") or {}).items())
         rows.append(("split", f"sha256 {str(split.get('sha256'))[:16]} ({sizes})"))
+    if prov.get("weights_source") is not None:
+        rows.append(("backbone weights", prov["weights_source"]))
     rows += [("host", prov.get("host")), ("time", prov.get("time"))]
     if prov.get("train_seconds") is not None:
         rows.append(("train seconds", f"{float(prov['train_seconds']):.1f}"))
@@ -108,7 +112,7 @@ def _extra_value(metrics: dict, key: str):
 def build_extras(runs: list[dict]) -> pd.DataFrame:
     """Per (dataset, label): seed mean and sample std (percent) of the extra values (:data:`EXTRA_PATHS`).
 
-    Not the paper's protocol (see REFERENCE.md section 2): kept out of Table I.
+    Not the paper's protocol (see docs/protocol.md): kept out of Table I.
     """
     rows = []
     for dataset in dict.fromkeys(r["dataset"] for r in runs):
@@ -156,15 +160,37 @@ def _link(target: Path, out_dir: Path, text: str) -> str:
     return f'<span class="muted">{esc(text)} (missing)</span>'
 
 
-def run_section(run: dict, out_dir: Path) -> str:
-    """One run: links to its logs and result files, its parameters, and its provenance table."""
+def shared_provenance(provenances: list[tuple[dict | None, str]]) -> dict[str, str]:
+    """The provenance fields (``provenance_rows``) whose value every run shares, with that value; none for one run.
+
+    >>> shared_provenance([({"git_commit": "a", "seed": 0}, "model.pt"), ({"git_commit": "a", "seed": 1}, "model.pt")])
+    {'git commit': 'a', 'config hash': '', 'device': '', 'CUDA': '', 'packages': '', 'host': '', 'time': ''}
+    """
+    if len(provenances) < 2:
+        return {}
+    rows = [dict(provenance_rows(p)) for p, _ in provenances]
+    return {k: v for k, v in rows[0].items() if all(r.get(k) == v for r in rows[1:])}
+
+
+def provenance_table(rows: list[tuple[str, str]], header: list[str]) -> str:
+    return html_table(header, ["l", "l"], [[esc(k), f"<code>{esc(v)}</code>" if v else ""] for k, v in rows])
+
+
+def run_section(run: dict, out_dir: Path, provenance: tuple[dict | None, str] | None = None,
+                shared: dict[str, str] | None = None, losses: Path | None = None) -> str:
+    """One run: links to its logs and result files (and its dataset's loss curves), its parameters, and its
+    provenance table, less the fields in ``shared`` (shown once for all runs)."""
     run_dir = Path(run["dir"])
     name = f"{run['label']}: {run['method']}/{run['variant']}, seed {run['seed']}"
     logs = " ".join(_link(run_dir / f, out_dir, f) for f in LOGS)
     files = " ".join(_link(run_dir / f, out_dir, f) for f in RESULTS)
-    prov, source = read_provenance(run_dir)
-    table = html_table(["Provenance", f"from {source}"], ["l", "l"],
-                       [[esc(k), f"<code>{esc(v)}</code>" if v else ""] for k, v in provenance_rows(prov)])
+    if (run_dir / "losses.csv").is_file():  # only runs on the shared trainer log their losses
+        files += " " + _link(run_dir / "losses.csv", out_dir, "losses.csv")
+        if losses is not None:
+            files += " " + _link(losses, out_dir, "loss curves")
+    prov, source = provenance or read_provenance(run_dir)
+    own = [(k, v) for k, v in provenance_rows(prov) if k not in (shared or {})]
+    table = provenance_table(own, ["Provenance" + (" (what differs)" if shared else ""), f"from {source}"])
     params = run.get("params")
     params_html = (f"<details><summary>parameters (the config's overrides of the method's defaults)</summary>"
                    f"<pre>{esc(json.dumps(params, indent=1, sort_keys=True))}</pre></details>"
@@ -191,18 +217,31 @@ def _files(paths: list[Path], out_dir: Path) -> str:
 
 def report_html(out_dir: str | os.PathLike, runs: list[dict], *, table1: str, table2: str | None, extras: str,
                 fig4: dict[str, Path], fig5: Path, note: str | None = None, notes: list[str] | None = None,
-                title: str = "objguided: reproduction report") -> str:
-    """The page. ``table1``/``table2``/``extras``: HTML fragments; ``fig4``: dataset -> PNG (PDF beside it)."""
+                title: str = "objguided: reproduction report", vs_paper: Path | None = None,
+                losses: dict[str, Path] | None = None, errors: dict[str, Path] | None = None) -> str:
+    """The page. ``table1``/``table2``/``extras``: HTML fragments; ``fig4``, ``losses``, ``errors``: dataset -> PNG
+    (Figure 4's PDF beside it); ``vs_paper``: the ours-against-the-paper PNG (PDF beside it)."""
     out = Path(out_dir)
+    losses, errors = losses or {}, errors or {}
     parts = [f"<h1>{esc(title)}</h1>"]
     if note:
         parts.append(f'<p class="note">{esc(note)}</p>')
     for line in notes or []:
         parts.append(f'<p class="muted">{esc(line)}</p>')
-    parts.append('<nav><a href="#table1">Table I</a><a href="#extras">Extra metrics</a><a href="#table2">Table II</a>'
-                 '<a href="#fig4">Figure 4</a><a href="#fig5">Figure 5</a><a href="#runs">Runs</a></nav>')
+    parts.append('<nav><a href="#vs-paper">Ours vs the paper</a><a href="#table1">Table I</a>'
+                 '<a href="#extras">Extra metrics</a><a href="#table2">Table II</a><a href="#fig4">Figure 4</a>'
+                 '<a href="#errors">Error analysis</a><a href="#fig5">Figure 5</a><a href="#losses">Loss curves</a>'
+                 '<a href="#runs">Runs</a></nav>')
+    if vs_paper is not None:
+        parts += ['<section id="vs-paper">', "<h2>Ours against the paper</h2>",
+                  '<p class="muted">Each point is one (dataset, method) row of Table I that stands for a row of the '
+                  "paper's Table I: at the paper's AP (x) and ours (y), with our 95% bootstrap interval over the test "
+                  "images as its bar (the seed std where there is none). On the dashed line y = x a number is "
+                  "reproduced; below it, ours falls short.</p>",
+                  _figure(vs_paper, vs_paper.with_suffix(".pdf"), out, "Ours against the paper"), "</section>"]
     parts += ['<section id="table1">', "<h2>Table I: instance segmentation AP (%) and speed</h2>", table1,
-              _files([out / "table1.csv", out / "table1.md", out / "table1.html"], out), "</section>"]
+              _files([out / "table1.csv", out / "table1.md", out / "table1.html", out / "table1.tex"], out),
+              "</section>"]
     parts += ['<section id="extras">', "<h2>Extra metrics (not the paper's protocol)</h2>",
               '<p class="muted">Other AP definitions give other numbers for the same masks: COCO mask AP '
               "(101-point, all GT objects, detection cap lifted) and the 2018 Data Science Bowl score (per image "
@@ -216,16 +255,48 @@ def report_html(out_dir: str | os.PathLike, runs: list[dict], *, table1: str, ta
         parts.append('<p class="muted">Not built: the report spec names no paper Table II.</p>')
     else:
         parts += [table2, _files([out / "table2.csv", out / "table2.md", out / "table2.html"], out)]
-    parts += ["</section>", '<section id="fig4">', "<h2>Figure 4: qualitative results</h2>"]
+    parts += ["</section>", '<section id="fig4">', "<h2>Figure 4: qualitative results</h2>",
+              '<p class="muted">The same first test images for every method (its lowest seed), each method drawn at '
+              "its own operating point: the score threshold that maximises F1 at IoU 0.5 over the test images "
+              "(printed under its name). It only chooses what is drawn; AP ranks every prediction.</p>"]
     if not fig4:
         parts.append('<p class="muted">Not drawn: the report spec names no dataset folders.</p>')
     for dataset, png in fig4.items():
         parts += [f"<h3>{esc(dataset)}</h3>", _figure(png, png.with_suffix(".pdf"), out, f"Figure 4, {dataset}")]
-    parts += ["</section>", '<section id="fig5">', "<h2>Figure 5: APseg against the IoU threshold</h2>",
-              _figure(fig5, fig5.with_suffix(".pdf"), out, "Figure 5"), "</section>"]
-    parts += ['<section id="runs">', "<h2>Runs</h2>"]
-    for dataset in dict.fromkeys(r["dataset"] for r in runs):
-        parts.append(f"<h3>{esc(dataset)}</h3>")
-        parts += ['<div class="runs">'] + [run_section(r, out) for r in runs if r["dataset"] == dataset] + ["</div>"]
     parts.append("</section>")
+    parts += _figures_section("errors", "Error analysis: each method's worst test images", errors, out,
+                              "Per method (its lowest seed), the test images with the lowest APseg; its predictions "
+                              "at its operating point (as in Figure 4): true positives (mask IoU &gt; 0.5) in green, "
+                              "false positives in red, ground-truth objects no drawn prediction matched in blue.")
+    parts += ['<section id="fig5">', "<h2>Figure 5: APseg against the IoU threshold</h2>",
+              _figure(fig5, fig5.with_suffix(".pdf"), out, "Figure 5"), "</section>"]
+    parts += _figures_section("losses", "Loss curves", losses, out,
+                              "Every run's losses.csv (the total loss the shared trainer minimises), one panel per "
+                              "method, seeds overlaid.")
+    parts += runs_section(runs, out, losses)
     return html_document(title, "\n".join(parts))
+
+
+def _figures_section(anchor: str, heading: str, pngs: dict[str, Path], out: Path, intro: str) -> list[str]:
+    parts = [f'<section id="{anchor}">', f"<h2>{esc(heading)}</h2>", f'<p class="muted">{intro}</p>']
+    if not pngs:
+        parts.append('<p class="muted">Not drawn: the report spec names no dataset folders.</p>')
+    for dataset, png in pngs.items():
+        parts += [f"<h3>{esc(dataset)}</h3>", _figure(png, None, out, f"{heading}, {dataset}")]
+    return parts + ["</section>"]
+
+
+def runs_section(runs: list[dict], out: Path, losses: dict[str, Path]) -> list[str]:
+    """Every run's card; the provenance every run shares is shown once, above them."""
+    provenances = [read_provenance(r["dir"]) for r in runs]
+    shared = shared_provenance(provenances)
+    parts = ['<section id="runs">', "<h2>Runs</h2>"]
+    if shared:
+        parts += [f'<p class="muted">Shared by all {len(runs)} runs (each card below shows only what differs):</p>',
+                  provenance_table(list(shared.items()), ["Provenance", "value"])]
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        parts += [f"<h3>{esc(dataset)}</h3>", '<div class="runs">']
+        parts += [run_section(r, out, p, shared, losses.get(dataset))
+                  for r, p in zip(runs, provenances) if r["dataset"] == dataset]
+        parts.append("</div>")
+    return parts + ["</section>"]

@@ -110,7 +110,7 @@ def build_table1(runs: list[dict], paper: pd.DataFrame | None, bootstrap: dict |
     the devices the speed was measured on. ``{v}_ci_low``/``{v}_ci_high``: the percentile bootstrap
     interval over test images (``bootstrap`` settings; None: no intervals), NaN where a seed lacks the
     match data; ``ci_images``: test images resampled (0: no interval). Rows: datasets in first-seen
-    order, then labels in first-seen order.
+    order, then a leaderboard: APseg from best to worst (rows without one last), ties in first-seen order.
     """
     for i, run in enumerate(runs):
         _check_run(run, i)
@@ -153,11 +153,32 @@ def build_table1(runs: list[dict], paper: pd.DataFrame | None, bootstrap: dict |
             for value in CI_VALUES:
                 row[f"{value}_ci_low"], row[f"{value}_ci_high"] = ci.get(value, (math.nan, math.nan))
             rows.append(row)
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = leaderboard_order(pd.DataFrame(rows, columns=list(COLUMNS)))
     df["n_seeds"] = df["n_seeds"].astype(int)
     df["in_paper"] = df["in_paper"].astype(bool)
     df["ci_images"] = df["ci_images"].astype(int)
     return df
+
+
+def leaderboard_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each dataset (datasets kept in order) by APseg, best first, missing last; ties keep their order.
+
+    >>> df = pd.DataFrame({"dataset": ["a", "a", "b", "a"], "ap_seg": [1.0, None, 5.0, 3.0]})
+    >>> leaderboard_order(df).ap_seg.tolist()
+    [3.0, 1.0, nan, 5.0]
+    """
+    rank = {d: i for i, d in enumerate(first_seen(df["dataset"]))}
+    key = pd.DataFrame({"d": df["dataset"].map(rank), "ap": -df["ap_seg"].astype(float).fillna(-np.inf)})
+    return df.loc[key.sort_values(["d", "ap"], kind="stable").index].reset_index(drop=True)
+
+
+def best_values(rows: list[dict]) -> dict[str, float]:
+    """Per value column, the best (highest) of ``rows``; NaN where none has one."""
+    best = {}
+    for v in VALUES:
+        vals = [float(r[v]) for r in rows if not is_missing(r[v])]
+        best[v] = max(vals) if vals else math.nan
+    return best
 
 
 def read_table1(path: str | os.PathLike) -> pd.DataFrame:
@@ -198,6 +219,8 @@ def _in_paper(row: dict) -> bool:
 def _cell_parts(row: dict, value: str, device: str | None) -> tuple[str, str, str]:
     """(``ours ± std [device]``, ``[lo, hi]`` or "", ``paper p`` or ""): one cell's three pieces."""
     ours = _fmt(row[value])
+    if row.get(f"{value}_best"):
+        ours = f"**{ours}**"
     if not is_missing(row[f"{value}_std"]):
         ours += f" ± {_fmt(row[f'{value}_std'])}"
     if device and not is_missing(row[value]):
@@ -225,6 +248,8 @@ def _cell(row: dict, value: str, device: str | None) -> str:
 def _html_cell(row: dict, value: str, device: str | None) -> str:
     ours, ci, paper = _cell_parts(row, value, device)
     out = esc(ours)
+    if row.get(f"{value}_best"):
+        out = "<b>" + out.replace("**", "", 2) + "</b>"
     if ci:
         out += f'<span class="ci">95% CI {esc(ci)}</span>'
     if paper:
@@ -273,7 +298,9 @@ def _dataset_blocks(df: pd.DataFrame, cell) -> list[tuple[str, list[str], list[s
         header = ["Method", "Paper row", "Seeds"] + [HEADER_OF[v] for v in VALUES[:-1]] + [fps_header]
         align = ["l", "l", "r"] + ["r"] * len(VALUES)
         body = []
+        best = best_values(rows)
         for r in rows:
+            r = r | {f"{v}_best": len(rows) > 1 and r[v] == best[v] for v in VALUES}
             paper_row = text(r["paper_method"])
             if paper_row and not _in_paper(r):
                 paper_row += " (not in the paper's table)"
@@ -287,6 +314,7 @@ def _dataset_blocks(df: pd.DataFrame, cell) -> list[tuple[str, list[str], list[s
 
 _INTRO = (
     "AP in percent over IoU 0.50:0.05:0.95 (APdec: detection by box IoU, APseg: segmentation by mask IoU).",
+    "Rows: best APseg first. The best value of each column is in bold.",
     "Cells read `ours ± sample std over seeds [bootstrap interval] (paper value)`; the paper's value is shown",
     "where the method stands for a row of the paper's Table I. Paper FPS were measured on one GTX 1080 at",
     "512x512; ours on the device named in the FPS column.",
@@ -319,13 +347,44 @@ def table1_html(df: pd.DataFrame, bootstrap: dict | None = BOOTSTRAP, level: int
     return "\n".join(out)
 
 
+def table1_latex(df: pd.DataFrame) -> str:
+    """Table I as LaTeX (pandas' Styler, booktabs rules): one tabular per dataset, ``ours ± std (paper)`` cells,
+    the best value of each column in bold. Needs ``\\usepackage{booktabs}``."""
+    out = ["% Table I: instance segmentation AP (%) and speed; written by objguided report (table1.csv holds the numbers)"]
+    for dataset in first_seen(df["dataset"]):
+        rows = df[df["dataset"] == dataset]
+        records = rows.to_dict("records")
+        best = best_values(records)
+        cells = pd.DataFrame({"Method": rows["label"].astype(str).tolist()}
+                             | {HEADER_OF[v]: [_latex_cell(r, v) for r in records] for v in VALUES})
+        bold = pd.DataFrame({"Method": [False] * len(records)}
+                            | {HEADER_OF[v]: [len(records) > 1 and r[v] == best[v] for r in records] for v in VALUES})
+        styler = cells.style.hide(axis="index").format(escape="latex")
+        styler = styler.apply(lambda col: np.where(bold[col.name], "textbf:--rwrap;", ""), axis=0)
+        out += [f"% {dataset}", styler.to_latex(hrules=True, column_format="l" + "r" * len(VALUES),
+                                                caption=f"{dataset}", position="h")]
+    return "\n".join(out)
+
+
+def _latex_cell(row: dict, value: str) -> str:
+    ours = _fmt(row[value])
+    if not is_missing(row[f"{value}_std"]):
+        ours += f" ± {_fmt(row[f'{value}_std'])}"
+    paper = row[f"paper_{value}"]
+    return ours + ("" if is_missing(paper) else f" ({_fmt(paper)})")
+
+
 def write_table1(
     df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, note: str | None = None,
     html_path: str | os.PathLike | None = None, bootstrap: dict | None = BOOTSTRAP,
+    tex_path: str | os.PathLike | None = None,
 ) -> None:
-    """Write ``df`` (from ``build_table1``) as CSV, Markdown and (with ``html_path``) HTML, all atomically."""
+    """Write ``df`` (from ``build_table1``) as CSV, Markdown and (with ``html_path`` / ``tex_path``) HTML and
+    LaTeX, all atomically."""
     write_text(csv_path, df.to_csv(index=False, lineterminator="\n"))
     write_text(md_path, table1_markdown(df, note, bootstrap))
+    if tex_path is not None:
+        write_text(tex_path, table1_latex(df))
     if html_path is not None:
         body = "<h1>Table I: instance segmentation AP (%) and speed</h1>\n"
         if note:

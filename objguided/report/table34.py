@@ -13,7 +13,8 @@ Which runs go where (by the run record's ``paper_dataset``):
   the run's ``quality["cvppp"]``. Or ``paper_dataset`` one of :data:`LSC_COMBINED` (``lsc``, ``cvppp``...): a
   run over several subsets (as the paper's one model on A1-A4), whose ``quality["groups"]`` (image ids
   ``A1_plant001``...) fill the subset rows and whose overall ``quality["cvppp"]`` (the mean over all its
-  images) fills the ``mean`` row. The paper's ``mean`` row is not the plain mean of its subset rows; it
+  images) fills the ``mean`` row; a run with no ``paper_dataset`` whose image ids group only as ``A1``..``A5``
+  counts as such a run. The paper's ``mean`` row is not the plain mean of its subset rows; it
   matches their mean weighted by the challenge's test image counts, i.e. the mean over all test images.
 
 Each paper row lists every (our dataset, label) standing for it, seeds averaged (sample std over seeds when
@@ -44,6 +45,8 @@ HEADER_OF = {"op_csb": "OP_CSB", "seg": "SEG", "det": "DET", "best_dice": "bestD
              "diff_fg": "diffFG", "fg_bg_dice": "FgBgDice"}
 #: ``paper_dataset`` values of a run over several LSC subsets (case-insensitive).
 LSC_COMBINED = frozenset({"lsc", "cvppp", "cvppp2017", "lsc2017", "cvppp-lsc"})
+#: The LSC subsets, the image-id prefixes of the ``lsc`` source (A1_plant001).
+LSC_SUBSETS = frozenset({"A1", "A2", "A3", "A4", "A5"})
 #: The paper's Table IV row of the mean over all images.
 MEAN_ROW = "mean"
 
@@ -134,13 +137,21 @@ def table3_entries(runs: list[dict], paper_rows: Iterable[str]) -> list[tuple[st
     return out
 
 
+def _lsc_by_ids(run: dict) -> bool:
+    """A run with no ``paper_dataset`` whose image ids group only as LSC subsets (``A1_plant001`` ...): an LSC
+    set, so Table IV appears without a key the user has to know (datasets/lsc.yaml)."""
+    q = (run.get("metrics") or {}).get("quality") if run.get("paper_dataset") is None else None
+    groups = q.get("groups") if isinstance(q, dict) else None
+    return isinstance(groups, dict) and bool(groups) and set(groups) <= LSC_SUBSETS
+
+
 def table4_entries(runs: list[dict], paper_rows: Iterable[str]) -> list[tuple[str, dict, dict | None, float]]:
     """(paper row, run, CVPPP measures or None, images) per (run, Table IV row) it fills (module docstring)."""
     subsets = [r for r in paper_rows if r != MEAN_ROW]
     out = []
     for run in runs:
         pd_name = run.get("paper_dataset")
-        combined = isinstance(pd_name, str) and pd_name.lower() in LSC_COMBINED
+        combined = isinstance(pd_name, str) and pd_name.lower() in LSC_COMBINED or _lsc_by_ids(run)
         if pd_name not in subsets and not combined:
             continue
         q = _quality(run)
@@ -273,19 +284,45 @@ def _markdown(df: pd.DataFrame, title: str, intro: list[str], values: tuple[str,
     return "\n".join(out)
 
 
-def table3_markdown(df: pd.DataFrame, note: str | None = None) -> str:
-    """The Markdown text of Table III (from :func:`build_table3`)."""
+def table3_truth_lines(runs: list[dict], paper_rows: Iterable[str]) -> list[str]:
+    """Which measures apply to each Table III run, from its metrics' ``quality["truth"]``
+    (:func:`objguided.metrics.quality.truth_summary`): on partial truth (CTC gold masks that annotate only
+    some cells) SEG is over the annotated objects, DET from the TRA markers, and AP is flagged."""
+    from objguided.metrics.quality import PARTIAL_AP_NOTE
+
+    body, seen = [], set()
+    for row, run, _, _ in table3_entries(runs, paper_rows):
+        truth = (_quality(run) or {}).get("truth")
+        key = (row, run["dataset"], run["label"])
+        if not isinstance(truth, dict) or key in seen:
+            continue
+        seen.add(key)
+        n, partial, markers = truth.get("images", 0), truth.get("partial", 0), truth.get("det_from_markers", 0)
+        body.append([str(row), text(run["dataset"]).replace("|", "\\|"), text(run["label"]).replace("|", "\\|"),
+                     f"partial on {partial} of {n} images" if partial else "complete",
+                     "over the annotated objects" if partial else "over all objects",
+                     f"from TRA markers ({markers} of {n} images)" if markers else "against the label map",
+                     PARTIAL_AP_NOTE if partial else "comparable"])
+    if not body:
+        return []
+    header = ["Paper row", "Our dataset", "Method", "Truth", "SEG", "DET", "AP (Table I, metrics.json)"]
+    return ["", "## Which measures apply", ""] + markdown_table(header, ["l"] * 7, body) + [""]
+
+
+def table3_markdown(df: pd.DataFrame, note: str | None = None, truth_lines: list[str] | None = None) -> str:
+    """The Markdown text of Table III (from :func:`build_table3`), with :func:`table3_truth_lines` below."""
     intro = [
         "Cell Tracking Challenge segmentation measures (fractions): SEG (mean Jaccard over all reference",
         "objects, a reference object matched when a prediction covers more than half of it), DET (normalised",
         "AOGM-D, weights split 5, miss 10, extra 1) and OP_CSB = (SEG + DET) / 2, pooled over the scored",
         "images. Cells read `ours ± sample std over seeds (paper value; challenge top at the time)`; the paper's",
         "values are its method with refinement, on the challenge's test sequences (ours: our scored split,",
-        "frames as independent 2-D images, detection against the same masks; see objguided.metrics.quality).",
+        "frames as independent 2-D images, detection against the TRA markers where the dataset keeps them, else",
+        "the same masks; see objguided.metrics.quality and, on partial truth, `Which measures apply` below).",
         "`not scored`: the run's metrics hold no quality measures.",
     ]
     return _markdown(df, "# Table III: Cell Tracking Challenge (SEG, DET, OP_CSB)", intro, TABLE3_VALUES,
-                     MD_DECIMALS["table3"], True, note)
+                     MD_DECIMALS["table3"], True, note) + "\n".join(truth_lines or [])
 
 
 def table4_markdown(df: pd.DataFrame, note: str | None = None) -> str:
@@ -318,7 +355,7 @@ def write_tables34(runs: list[dict], out_dir: str | os.PathLike, paper_dir: str 
         df = build_table3(runs, paper3)
         paths = [out_dir / "table3.csv", out_dir / "table3.md"]
         write_text(paths[0], df.to_csv(index=False, lineterminator="\n"))
-        write_text(paths[1], table3_markdown(df, note))
+        write_text(paths[1], table3_markdown(df, note, table3_truth_lines(runs, paper3["dataset"])))
         written += paths
     paper4 = read_paper_table4(paper_dir / "table4.csv")
     if table4_entries(runs, paper4["dataset"]):

@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 
-import methods
+import objguided_methods as methods
 from objguided.config import configfiles_on_command_line, runs, validate_config
 from objguided.data.sources import unavailable_reason
 from objguided.engine.guard import job_environment
@@ -208,3 +208,20 @@ def loader_threads(wildcards):
 def gpu_or_cpu(gpu_value, cpu_value):
     """A resource that depends on whether the job's method runs on a GPU (train/predict of a uses_gpu method)."""
     return lambda wildcards: gpu_value if gpus_for(wildcards) else cpu_value
+
+
+def report_outputs():
+    """report_targets(), the viewable ones flagged for Snakemake's own report (by kind, then by dataset)."""
+    outputs = []
+    for path in report_targets():
+        name = os.path.basename(path)
+        stem, ext = os.path.splitext(name)
+        if ext in (".pdf", ".md", ".tex"):  # the same content as a PNG / CSV beside it
+            outputs.append(path)
+            continue
+        kind = ("Tables" if ext in (".csv", ".html") and name != "report.html"
+                else "Reproduction report" if name == "report.html" else "Figures")
+        prefix = next((p for p in ("fig4_", "errors_", "loss_curves_") if stem.startswith(p)), None)
+        dataset = stem.removeprefix(prefix) if prefix else "all datasets"
+        outputs.append(report(path, category=kind, subcategory=dataset, labels={"file": name}))
+    return outputs

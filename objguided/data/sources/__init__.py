@@ -52,11 +52,6 @@ def get_source(name: str) -> Source:
     return _SOURCES[name]
 
 
-def available_sources() -> list[str]:
-    _discover()
-    return sorted(_SOURCES)
-
-
 def unavailable_reason(name: str, options: dict) -> str | None:
     """Why a dataset cannot run now (user data absent), or None."""
     source = get_source(name)

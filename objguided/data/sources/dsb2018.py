@@ -1,7 +1,10 @@
 """DSB2018 (BBBC038v1 ``stage1_train.zip``, CC0): fetch the archive, convert it to canonical images.
 
-Two sources: ``dsb2018`` (stage1_train, the paper's data) and ``dsb2018-stage1-test``, an extra set: the 65
-stage1_test images with their masks from ``stage1_solution.csv`` (Kaggle run-length encoding).
+Two sources: ``dsb2018`` (stage1_train, the paper's data; any archive in the same layout converts, and the
+manifest's ``set`` says which it was: ``stage1_train``, ``stage1_test``, ``stage2`` or ``user``, see
+:func:`which_set`; from the official URL it must hold stage1_train's 670 images) and
+``dsb2018-stage1-test``, an extra set: the 65 stage1_test images with their masks from
+``stage1_solution.csv`` (Kaggle run-length encoding).
 
 The archive's layout (the official download, and the mirror in ``../shared/data/dsb2018``)::
 
@@ -51,6 +54,10 @@ SOLUTION_URL = "https://data.broadinstitute.org/bbbc/BBBC038/stage1_solution.csv
 #: sha256 of the mirror in ../shared/data/dsb2018 (the Broad publishes none; see datasets/dsb2018.yaml)
 MIRROR_SHA256 = "29ba5f4e4c6a919e58deb87d92af4b8877dbab18eb7871627d63c43ef9348427"
 ARCHIVE_SIZE = 82_854_945
+#: images of stage1_train (datasets/dsb2018.yaml expect.images; a test holds the two equal)
+STAGE1_TRAIN_IMAGES = 670
+#: the Broad's archive names and the set each is; any other name is a user's own set
+SETS = {"stage1_train.zip": "stage1_train", "stage1_test.zip": "stage1_test", "stage2_test_final.zip": "stage2"}
 LAYOUT = "<id>/images/<id>.png and <id>/masks/<mask>.png"
 TEST_LAYOUT = "<id>/images/<id>.png only"
 _ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -93,7 +100,7 @@ def fetch_dsb2018(options: DSB2018Options, raw_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------------- layout
 
 
-def _index(zf: zipfile.ZipFile, archive: Path, masks: bool = True) -> dict[str, dict]:
+def archive_index(zf: zipfile.ZipFile, archive: Path, masks: bool = True) -> dict[str, dict]:
     """id -> {"image": member, "masks": [members, sorted]}; every member must fit the layout.
 
     ``masks``: the layout has ``<id>/masks/`` (stage1_train), or images only (stage1_test).
@@ -145,14 +152,14 @@ def _open_png(zf: zipfile.ZipFile, archive: Path, member: str) -> Image.Image:
         raise DataError(f"{archive}: member '{member}' cannot be read as a PNG image ({exc})") from exc
 
 
-def _read_image(zf: zipfile.ZipFile, archive: Path, member: str) -> np.ndarray:
+def read_image_member(zf: zipfile.ZipFile, archive: Path, member: str) -> np.ndarray:
     im = _open_png(zf, archive, member)
     if im.mode not in ("RGBA", "RGB", "LA", "L", "P"):
         raise DataError(f"{archive}: member '{member}' is a {im.mode} image; expected 8-bit RGBA or RGB")
     return np.asarray(im.convert("RGB"))
 
 
-def _read_mask(zf: zipfile.ZipFile, archive: Path, member: str, shape: tuple[int, int]) -> np.ndarray:
+def read_mask_member(zf: zipfile.ZipFile, archive: Path, member: str, shape: tuple[int, int]) -> np.ndarray:
     """The mask's pixels as flat indices into the image."""
     im = _open_png(zf, archive, member)
     if im.mode not in ("L", "1", "P", "I", "I;16"):
@@ -206,9 +213,9 @@ def _convert_one(task: tuple[str, str, list]) -> dict:
     """One image: ``masks`` are mask members of the zip, or (where, rle, height, width) solution rows."""
     image_id, image_member, masks_from = task
     zf, archive = _WORKER["zf"], _WORKER["archive"]
-    image = _read_image(zf, archive, image_member)
+    image = read_image_member(zf, archive, image_member)
     shape = image.shape[:2]
-    masks = [_read_mask(zf, archive, m, shape) if isinstance(m, str) else rle_pixels(*m, shape=shape)
+    masks = [read_mask_member(zf, archive, m, shape) if isinstance(m, str) else rle_pixels(*m, shape=shape)
              for m in masks_from]
     if len(masks) > np.iinfo(np.uint16).max:
         raise DataError(f"{archive}: '{image_id}/' has {len(masks)} masks; a uint16 label map holds 65535")
@@ -260,16 +267,16 @@ def _required(raw_dir: Path | None, url: str, what: str) -> Path:
     return path
 
 
-def _open_index(archive: Path, masks: bool) -> dict[str, dict]:
+def open_archive_index(archive: Path, masks: bool) -> dict[str, dict]:
     try:
         with zipfile.ZipFile(archive) as zf:
-            return _index(zf, archive, masks)
+            return archive_index(zf, archive, masks)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise DataError(f"{archive}: not a readable zip archive ({exc}); it is truncated or damaged: delete it "
                         "and run `objguided fetch` again") from exc
 
 
-def _convert(tasks: list, archive: Path, out: Path, workers: int, info: dict) -> dict:
+def convert_tasks(tasks: list, archive: Path, out: Path, workers: int, info: dict) -> dict:
     """Convert every task into a staging folder, swap it in, and make the manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,13 +305,39 @@ def _convert(tasks: list, archive: Path, out: Path, workers: int, info: dict) ->
     }
 
 
+def which_set(archive: Path, sha256: str, images: int) -> dict:
+    """Which DSB2018 set an archive is: the mirror's hash says stage1_train; else the Broad's file name, but a
+    stage1_train.zip without stage1_train's 670 images is a user's set.
+
+    >>> which_set(Path("stage2_test_final.zip"), "", 3011)["set"], which_set(Path("mine.zip"), "", 5)["set"]
+    ('stage2', 'user')
+    """
+    name = SETS.get(archive.name.lower(), "user")
+    if sha256 == MIRROR_SHA256 or (name == "stage1_train" and images == STAGE1_TRAIN_IMAGES):
+        return {"set": "stage1_train", "expected_images": STAGE1_TRAIN_IMAGES}
+    if name == "stage1_train":
+        return {"set": "user", "set_note": f"named stage1_train.zip but holds {images} images, not stage1_train's "
+                                           f"{STAGE1_TRAIN_IMAGES}"}
+    return {"set": name}
+
+
+def _check_official_count(options: DSB2018Options, archive: Path, images: int) -> None:
+    if options.url == OFFICIAL_URL and images != STAGE1_TRAIN_IMAGES:
+        raise DataError(f"{archive}: {images} images, but the official stage1_train.zip that options.url names "
+                        f"holds {STAGE1_TRAIN_IMAGES} (datasets/dsb2018.yaml expect.images): this file is not that "
+                        f"set. Delete it (and {archive.name}.sha256.lock) and run `objguided fetch` again; for a "
+                        "set of your own, set options.url to file://<your zip> (its count is then not checked)")
+
+
 def convert_dsb2018(options: DSB2018Options, raw_dir: Path | None, out: Path) -> dict:
     archive = _required(raw_dir, options.url, "archive")
-    index = _open_index(archive, masks=True)
+    index = open_archive_index(archive, masks=True)
+    _check_official_count(options, archive, len(index))
     tasks = [(image_id, entry["image"], entry["masks"]) for image_id, entry in index.items()]
-    info = {"source": "dsb2018", "set": "stage1_train", "archive": archive.name,
-            "archive_sha256": sha256_of(archive), "url": options.url}
-    return _convert(tasks, archive, out, _workers(options, len(tasks)), info)
+    sha256 = sha256_of(archive)
+    info = {"source": "dsb2018", **which_set(archive, sha256, len(index)), "archive": archive.name,
+            "archive_sha256": sha256, "url": options.url}
+    return convert_tasks(tasks, archive, out, _workers(options, len(tasks)), info)
 
 
 # ---------------------------------------------------------------------------------------------- stage1_test
@@ -388,7 +421,7 @@ def _read_solution(path: Path) -> tuple[dict[str, list], dict[str, int]]:
 def convert_dsb2018_test(options: DSB2018TestOptions, raw_dir: Path | None, out: Path) -> dict:
     archive = _required(raw_dir, options.url, "archive")
     solution = _required(raw_dir, options.solution_url, "solution CSV")
-    index = _open_index(archive, masks=False)
+    index = open_archive_index(archive, masks=False)
     rows, usage = _read_solution(solution)
     if set(rows) != set(index):
         only_csv, only_zip = sorted(set(rows) - set(index)), sorted(set(index) - set(rows))
@@ -399,7 +432,7 @@ def convert_dsb2018_test(options: DSB2018TestOptions, raw_dir: Path | None, out:
     info = {"source": "dsb2018-stage1-test", "set": "stage1_test", "archive": archive.name,
             "archive_sha256": sha256_of(archive), "url": options.url, "solution": solution.name,
             "solution_sha256": sha256_of(solution), "solution_url": options.solution_url, "usage": usage}
-    return _convert(tasks, archive, out, _workers(options, len(tasks)), info)
+    return convert_tasks(tasks, archive, out, _workers(options, len(tasks)), info)
 
 
 register_source(Source("dsb2018", DSB2018Options, convert_dsb2018, fetch=fetch_dsb2018,

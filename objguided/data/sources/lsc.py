@@ -11,8 +11,12 @@ Expected layout (any folders above ``A1/`` ... are accepted)::
     .../A1/plant001_rgb.png  + plant001_label.png   (also _fg.png, _centers.png, A1.csv: not used)
     .../A2/..., .../A3/..., .../A4/...
 
-``options.subsets`` picks the collections (default A1-A4; A5, the challenge's mixed test collection, has
-no labels in the training archive). Image ids are ``A1_plant001``. An RGB image without a label image is
+``options.archive`` is the archive or the folder that holds ``A1/`` ... (not ``A1/`` itself: that is refused,
+naming the parent to point at). ``options.subsets`` picks the collections (default A1-A4; A5, the
+challenge's mixed test collection, has no labels in the training archive). Image ids are ``A1_plant001``.
+Each subset's image count is checked against the training archive's (:data:`SUBSET_IMAGES`, as in
+datasets/lsc.yaml): a subset that gives fewer (or none) is named in a warning and in the manifest
+(``subsets_short``); the conversion goes on with what is there. An RGB image without a label image is
 skipped and counted (the testing archive has no labels); if no image has a label, the conversion fails.
 Labels are read as in the ``plant`` source: palette indices are instance ids; the manifest reports how
 many leaves the authors' code's gray-colour rule would drop.
@@ -20,6 +24,7 @@ many leaves the authors' code's gray-colour rule would drop.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,10 @@ from objguided.errors import ConfigError, DataError
 
 FORM_URL = "https://www.plant-phenotyping.org/CVPPP2017-challenge"
 _FILE = re.compile(r"(?:^|.*/)(?P<subset>A[1-5])/plant(?P<num>\d+)_rgb\.png$", re.IGNORECASE)
+#: labelled images per subset of CVPPP2017_LSC_training.zip (the card's expect.subsets)
+SUBSET_IMAGES = {"A1": 128, "A2": 31, "A3": 27, "A4": 624}
+_TOP_FILE = re.compile(r"plant\d+_rgb\.png$", re.IGNORECASE)
+log = logging.getLogger("objguided.convert")
 _LAYOUT = "A1/plant001_rgb.png + A1/plant001_label.png (likewise A2, A3, A4), as in CVPPP2017_LSC_training.zip"
 
 
@@ -84,6 +93,7 @@ def convert_lsc(options: LscOptions, raw_dir: Path | None, out: Path) -> dict:
                                 "training archive only)")
             found[image_id] = (name, label)
         if not found:
+            _refuse_subset_folder(tree)
             note = f" ({sum(unlabelled.values())} RGB images without a label image: a testing archive?)" \
                 if unlabelled else ""
             raise DataError(f"{tree.path}: no labelled image of {', '.join(sorted(wanted))} found{note}; "
@@ -102,9 +112,30 @@ def convert_lsc(options: LscOptions, raw_dir: Path | None, out: Path) -> dict:
             staged.commit()
         record = archive_record(options.archive)
     ids = sorted(found)
+    short = _short_subsets(per_subset, wanted)
     return {"source": "lsc", "images": len(ids), "objects": stats.objects, "ids": ids,
-            "subsets": dict(sorted(per_subset.items())), **stats.manifest("leaves"),
+            "subsets": dict(sorted(per_subset.items())), "subsets_short": short, **stats.manifest("leaves"),
             "skipped": {"unlabelled_images": unlabelled}, "archive": record}
+
+
+def _refuse_subset_folder(tree: RawTree) -> None:
+    """``options.archive`` pointing at A1/ itself (plantNNN_rgb.png at its top) names the parent to use."""
+    if any(_TOP_FILE.fullmatch(n) for n in tree.names):
+        parent = tree.path.parent
+        raise DataError(f"options.archive '{tree.path}' holds plantNNN_rgb.png files at its top: it is one "
+                        f"subset's folder ({tree.path.name}/), not the archive. Point options.archive at its "
+                        f"parent, '{parent}', the folder that holds A1/, A2/, A3/, A4/ (or at the training zip)")
+
+
+def _short_subsets(per_subset: dict[str, int], wanted: set[str]) -> dict[str, dict]:
+    """Subsets asked for that gave fewer images than the training archive holds; warned about by name."""
+    short = {s: {"images": per_subset.get(s, 0), "expected": n} for s, n in sorted(SUBSET_IMAGES.items())
+             if s in wanted and per_subset.get(s, 0) < n}
+    if short:
+        log.warning("CVPPP 2017 LSC: fewer images than CVPPP2017_LSC_training.zip holds in %s (datasets/lsc.yaml "
+                    "expect.subsets); is the archive complete, and does options.subsets name what you meant?",
+                    ", ".join(f"{s}: {v['images']} of {v['expected']}" for s, v in short.items()))
+    return short
 
 
 register_source(Source("lsc", LscOptions, convert_lsc, unavailable=lsc_unavailable,
