@@ -73,9 +73,10 @@ def main():
     import decoder as a_decoder  # noqa: E402  (the authors' modules)
     import loss as a_loss
     import module as a_module
-    from datasets import pre_proc
     from datasets.base_dataset import BaseDataset
     from models.network import Network
+
+    from datasets import pre_proc
 
     images, masks = R.recipe_inputs()
     S = R.SIZE

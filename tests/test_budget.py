@@ -10,15 +10,22 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from test_trainer import Data, loss, model, same_weights, seed_all  # the toy problem: 3 batches an epoch
 from test_trainer_schedule import loss_rows, toy_run
 
 import objguided_methods as methods
 from objguided.data.canonical import write_sample
 from objguided.engine.run import train_run
-from objguided.engine.trainer import (CHECKPOINT, PROGRESS, STALE_CHECKPOINT, TrainConfig, fit, load_checkpoint,
-                                      make_loader, resume_key)
+from objguided.engine.trainer import (
+    CHECKPOINT,
+    PROGRESS,
+    STALE_CHECKPOINT,
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    make_loader,
+    resume_key,
+)
 from objguided.errors import ConfigError
 
 BUDGET = 0.15  # CPU seconds: a few dozen of the toy's steps

@@ -27,7 +27,7 @@ from objguided.models.postprocess import PostConfig, to_instances
 from objguided.models.preprocess import Frame, prepare
 from objguided.models.refine import point_sample, select_uncertain_points
 from objguided.models.roi import crop_groups, crop_same_size, group_rois, roi_levels, sample_separable
-from objguided_methods.objguided import build_net, predict_with
+from objguided_methods.objguided import predict_with
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "resnet18", "pretrained": None, "num_workers": 0, "input_size": 64, "head_width": 16}

@@ -58,9 +58,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os

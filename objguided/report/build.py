@@ -26,8 +26,8 @@ from objguided.report.compute import ap_vs_compute_report
 from objguided.report.errors import plot_errors
 from objguided.report.fig4 import DEFAULT_IMAGES, DEFAULT_SCORE_THRESHOLD, plot_fig4
 from objguided.report.fig5 import plot_fig5
-from objguided.report.losses import plot_loss_curves
 from objguided.report.html import build_extras, extras_html, report_html
+from objguided.report.losses import plot_loss_curves
 from objguided.report.runs import load_run, read_paper_table1
 from objguided.report.table1 import BOOTSTRAP, build_table1, table1_html, write_table1
 from objguided.report.table2 import build_table2, read_paper_table2, table2_html, write_table2

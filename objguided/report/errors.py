@@ -21,8 +21,16 @@ from matplotlib.patches import Patch
 from objguided.errors import DataError
 from objguided.report import analysis
 from objguided.report.bootstrap import matches_of, unpack_bits
-from objguided.report.fig4 import (PANEL_INCHES, edge_width_for, label_masks, paint, read_panels, save_figure,
-                                   shrink, to_rgb)
+from objguided.report.fig4 import (
+    PANEL_INCHES,
+    edge_width_for,
+    label_masks,
+    paint,
+    read_panels,
+    save_figure,
+    shrink,
+    to_rgb,
+)
 from objguided.report.runs import first_seen
 
 DEFAULT_WORST = 3
