@@ -8,7 +8,7 @@ conversion is its own `python -m objguided convert` process, as Snakemake runs i
 (user + system, workers included) are measured around that process.
 
     .venv/bin/python benchmarks/convert_real_layouts.py [--no-real-dsb2018] [--out benchmarks/results/convert_real_layouts.md]
-"""
+"""  # noqa: E501 (the usage line above is quoted whole)
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 A class applies only when *every* changed line of the mutant matches it. The rules are conservative
 text rules; what none of them covers is listed as "open", to be killed by a test or explained by hand
 (``MANUAL`` below, one reason per mutant).
-"""
+"""  # noqa: E501 (the shell command above is quoted whole)
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ RULES = [
     ("device", "device placement only (`.to(None)`, `device=None`, `dev = None`): a no-op when every tensor "
      "is on one device; the tests run on the CPU",
      lambda o, n: bool(re.search(r"\.to\(None\)|device=None|dev = None|\bdevice=[^,)]*[,)]", n + o))
-     and _strip(o, r"\.to\([^()]*\)|,? ?device=[^,)]*|dev = [^\n]*") == _strip(n, r"\.to\([^()]*\)|,? ?device=[^,)]*|dev = [^\n]*")),
+     and _strip(o, r"\.to\([^()]*\)|,? ?device=[^,)]*|dev = [^\n]*")
+     == _strip(n, r"\.to\([^()]*\)|,? ?device=[^,)]*|dev = [^\n]*")),
     ("dtype", "dtype argument dropped or None where the value already has that dtype, or float64 instead of "
      "float32 for integer-valued data: same values",
-     lambda o, n: _strip(o, r"np\.(float32|float64|int64|uint8)|torch\.(float32|long)|dtype=[^,)]*|\bNone\b|\bbool\b|f32")
+     lambda o, n:
+     _strip(o, r"np\.(float32|float64|int64|uint8)|torch\.(float32|long)|dtype=[^,)]*|\bNone\b|\bbool\b|f32")
      == _strip(n, r"np\.(float32|float64|int64|uint8)|torch\.(float32|long)|dtype=[^,)]*|\bNone\b|\bbool\b|f32")),
     ("message", "the text of an error or log message only (no test asserts the wording of these)",
      lambda o, n: ("raise " in o or "log." in o or "warning(" in o or o.strip().startswith(("f\"", "\"", "name,")))
@@ -55,7 +57,8 @@ _MANUAL_GROUPS = [
     ("backbone.x_resnet_features", [47, 48, 56, 57, 58, 59, 61], "arguments of the warning's text only"),
     ("layers.x_head_at", [1, 113], "chunk size: the same hidden rows, computed in other slices (performance only)"),
     ("layers.x_head_at", [6, 7], "kernel_size[0] vs [1]: every head kernel is square"),
-    ("layers.x_head_at", [31, 82, 100, 76], "device argument dropped: CPU tensors (as the sparse path only runs on a CPU)"),
+    ("layers.x_head_at", [31, 82, 100, 76],
+     "device argument dropped: CPU tensors (as the sparse path only runs on a CPU)"),
     ("layers.x_head_at", [64, 65], "the fill for outside positions: clamped and then masked to the zero row anyway"),
     ("layers.x_head_at", [75], "slot dtype from the integer fill value: int64 either way"),
     ("layers.x_head_at", [107], "an extra zero row: the padding index still points at a zero row"),
@@ -73,7 +76,8 @@ _MANUAL_GROUPS = [
     ("network.xǁObjGuidedNetǁ_roi_groups", [10], "batched when batch_rois is False: the same numbers; only the golden "
      "test (batch_rois=False, the code's order of random points; not in the mutmut run) sees the point order"),
     ("refine.x_select_uncertain_points", [16], "kept == 0 with drawn > 0 goes on to topk(0): the same empty result"),
-    ("refine.x_select_uncertain_points", [36, 49], "a CPU generator with CPU probabilities: both branches draw the same numbers"),
+    ("refine.x_select_uncertain_points", [36, 49],
+     "a CPU generator with CPU probabilities: both branches draw the same numbers"),
     ("refine.x_select_uncertain_points", [37, 51, 52, 54, 55, 57], "the branch for a generator on another device "
      "than the probabilities (CPU generator, CUDA training): not reachable on a CPU"),
     ("refine.x_select_uncertain_points", [68], "topk's default dim is the last, dim 1 of [n, drawn]"),
@@ -82,7 +86,8 @@ _MANUAL_GROUPS = [
     ("roi.x_crop_groups", [96], "device argument dropped: CPU"),
     ("roi.x_crop_groups", [161, 165, 167], "torch.cat of one part, or along the default dim 0: the same tensor"),
     ("roi.x_crop_groups", [76], "every ROI its own run: more slices, the same values"),
-    ("roi.x_crop_groups", [171, 174, 175, 176, 177, 178, 179, 180, 181, 182], "the re-ordering branch: group_rois lists "
+    ("roi.x_crop_groups", [171, 174, 175, 176, 177, 178, 179, 180, 181, 182],
+     "the re-ordering branch: group_rois lists "
      "members image by image and crop_groups visits (level, image) in order, so positions are always ascending "
      "(the branch never runs; with the condition inverted it runs on the identity order)"),
     ("roi.x_crop_groups", [71], "reshape(-2, 2): numpy takes any negative size as 'infer'"),
@@ -218,7 +223,8 @@ def main():
     print("| class | mutants | why equivalent |\n| --- | --- | --- |")
     for cls in [r[0] for r in RULES] + ["manual", "open"]:
         if by.get(cls):
-            print(f"| {cls} | {len(by[cls])} | {reasons.get(cls, 'see the per-mutant list' if cls == 'manual' else 'not equivalent by any rule: see below')} |")
+            fallback = "see the per-mutant list" if cls == "manual" else "not equivalent by any rule: see below"
+            print(f"| {cls} | {len(by[cls])} | {reasons.get(cls, fallback)} |")
     for cls, names in sorted(by.items()):
         print(f"\n### {cls} ({len(names)})\n")
         for name in sorted(names):

@@ -136,7 +136,8 @@ def main(argv=None) -> int:
                              "ap_seg_50": 100 * m["ap_seg"][0], "ap_seg_75": 100 * m["ap_seg"][5],
                              "ap_seg_90": 100 * m["ap_seg"][8], "gt_kept": m["counts"]["gt_kept"], **info})
                 print(json.dumps(rows[-1]), flush=True)
-    cmd = "PYTHONPATH=. .venv/bin/python benchmarks/objguided_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "PYTHONPATH=. .venv/bin/python benchmarks/objguided_ceiling.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     lines = [
         "# ObjGuided: the ceiling each inference path allows (perfect detections, no training)",
         "",
@@ -152,13 +153,14 @@ def main(argv=None) -> int:
         "Scored by `score_predictions(..., box_convention=\"inclusive\")` (the paper's protocol: VOC all-point AP "
         "averaged over IoU 0.50:0.05:0.95; APseg mask IoU > t, APdec box IoU >= t on the final masks' tight boxes).",
         "",
-        "| path | frame | post-processing | threshold | mask IoU | APseg | APdec | APseg@.5 | APseg@.75 | APseg@.9 | detections | instances | s |",
+        "| path | frame | post-processing | threshold | mask IoU | APseg | APdec | APseg@.5 | APseg@.75 | APseg@.9 "
+        "| detections | instances | s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| {r['path']} | {r['frame']} | {r['post']} | {r['threshold']:g} | {r['mask_iou']} | {r['ap_seg']:.2f} | "
-                     f"{r['ap_dec']:.2f} | {r['ap_seg_50']:.2f} | {r['ap_seg_75']:.2f} | {r['ap_seg_90']:.2f} | "
-                     f"{r['detections']} | {r['instances']} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['path']} | {r['frame']} | {r['post']} | {r['threshold']:g} | {r['mask_iou']} | "
+                     f"{r['ap_seg']:.2f} | {r['ap_dec']:.2f} | {r['ap_seg_50']:.2f} | {r['ap_seg_75']:.2f} | "
+                     f"{r['ap_seg_90']:.2f} | {r['detections']} | {r['instances']} | {r['seconds']:.0f} |")
     by = {(r["path"], r["mask_iou"]): r for r in rows}
     pa, cs, cb = by[("paper", "binary")], by[("code", "soft_area")], by[("code", "binary")]
     pl, c53 = by[("paper-letterbox", "binary")], by[("code-0.53", "soft_area")]

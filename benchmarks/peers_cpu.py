@@ -137,7 +137,8 @@ def main(argv=None) -> int:
              f"--images {args.images} --detections {k}" + (f" --threads {args.threads}" if args.threads else "") + "`.",
              f"Cellpose trained {cp_s:.0f} s, mean train diameter {cp_state['diam_labels']:.1f} px, diam_mean "
              f"{args.diam_mean:g} (images resized x{args.diam_mean / cp_state['diam_labels']:.2f}); StarDist trained "
-             f"{sd_s:.0f} s, thresholds prob {sd_state['thresholds']['prob']:.3f}, nms {sd_state['thresholds']['nms']:.2f}."
+             f"{sd_s:.0f} s, thresholds prob {sd_state['thresholds']['prob']:.3f}, "
+             f"nms {sd_state['thresholds']['nms']:.2f}."
              f" Ours / Mask R-CNN: untrained, K = {k} forced detections.\n",
              "| method | images / s | s / image | instances / image |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {f:.3f} | {s:.2f} | {n:.0f} |" for name, f, s, n in rows]

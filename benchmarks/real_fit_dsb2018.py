@@ -202,7 +202,8 @@ def render(results: dict, ids: list[str], objects: dict, minutes: float) -> str:
     lines = [
         "# Real images: each learned method fits 8 DSB2018 training images on a CPU",
         "",
-        f"Command: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/real_fit_dsb2018.py --minutes {minutes:g}` "
+        "Command: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/real_fit_dsb2018.py "
+        f"--minutes {minutes:g}` "
         f"(one method: `--methods NAME`). Machine: {platform.machine()}, {os.cpu_count()} cores shared with other "
         f"jobs, Python {platform.python_version()}; one torch thread per method.",
         "",
@@ -218,7 +219,8 @@ def render(results: dict, ids: list[str], objects: dict, minutes: float) -> str:
         "round's own run is counted); scoring rounds cost `eval CPU min` on top, which is the check's, not the "
         "method's.",
         "",
-        "| method | schedule | steps | train CPU min | APseg@0.5 | APseg | goal met | eval CPU min | rounds (steps: APseg@0.5) |",
+        "| method | schedule | steps | train CPU min | APseg@0.5 | APseg | goal met | eval CPU min "
+        "| rounds (steps: APseg@0.5) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in FIT:
@@ -254,7 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="/tmp/real_fit_dsb2018")
     ap.add_argument("--out", default="benchmarks/results/real_fit_dsb2018.md")
     ap.add_argument("--collect", action="store_true",
-                    help="train nothing: add the rounds logged so far by unfinished methods (marked so) and rewrite the table")
+                    help="train nothing: add the rounds logged so far by unfinished methods (marked so) "
+                         "and rewrite the table")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: fit this method in this process
     args = ap.parse_args(argv)
     work = Path(args.work)

@@ -175,10 +175,11 @@ def check_value(value, tp, path: str):
     Traceback (most recent call last):
     ...
     objguided.errors.ConfigError: methods.x.params.crop_scales[1]: expected a number > 0, got -1
-    >>> check_value("1e3", PosInt, "datasets.d.options.n_images")
+    >>> check_value("1e3", PosInt, "datasets.d.options.n_images")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    objguided.errors.ConfigError: datasets.d.options.n_images: expected an integer >= 1, got '1e3' (text, not a number: YAML 1.1 reads 1e3 and anything quoted as a string; write a plain whole number such as 1000)
+    objguided.errors.ConfigError: datasets.d.options.n_images: expected an integer >= 1, got '1e3' (text, not a
+    number: YAML 1.1 reads 1e3 and anything quoted as a string; write a plain whole number such as 1000)
     """
     try:
         return _check(value, tp, path)
@@ -244,10 +245,11 @@ def make_config(config_cls: type, overrides: dict[str, Any], where: str,
     ...     steps: int = 10
     >>> make_config(C, {"steps": 3}, "methods.toy.params")
     C(threshold=0.5, steps=3)
-    >>> make_config(C, {"stpes": 3}, "methods.toy.params")
+    >>> make_config(C, {"stpes": 3}, "methods.toy.params")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    objguided.errors.ConfigError: methods.toy.params: unknown key 'stpes' (did you mean 'steps'? known: threshold, steps)
+    objguided.errors.ConfigError: methods.toy.params: unknown key 'stpes' (did you mean 'steps'? known:
+    threshold, steps)
     >>> make_config(C, {"steps": "many"}, "methods.toy.params", key_where={"steps": "methods.toy.variants.v.params"})
     Traceback (most recent call last):
     ...
@@ -321,20 +323,24 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     ...                  "methods": {"watershed": {}}})["datasets"]["d"]["split"]["fractions"]
     [0.6, 0.2, 0.2]
     >>> validate_config({"datasets": {"d": {"source": "synthetic", "n_images": 3}},
-    ...                  "methods": {"watershed": {}}})
+    ...                  "methods": {"watershed": {}}})  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    objguided.errors.ConfigError: config: datasets.d: Additional properties are not allowed ('n_images' was unexpected) (known: source, options, paper_dataset, split)
+    objguided.errors.ConfigError: config: datasets.d: Additional properties are not allowed ('n_images' was
+    unexpected) (known: source, options, paper_dataset, split)
     >>> validate_config({"datasets": {"d": {"source": "synthetic", "options": {"n_imags": 3}}},
-    ...                  "methods": {"watershed": {}}})
+    ...                  "methods": {"watershed": {}}})  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    objguided.errors.ConfigError: datasets.d.options: unknown key 'n_imags' (did you mean 'n_images'? known: generator, n_images, image_size, seed, params)
+    objguided.errors.ConfigError: datasets.d.options: unknown key 'n_imags' (did you mean 'n_images'? known:
+    generator, n_images, image_size, seed, params)
     >>> validate_config({"datasets": {"d": {"source": "synthetic"}},
     ...                  "methods": {"watershed": {"variants": {"v": {"params": {"tune_on": "all"}}}}}})
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    objguided.errors.ConfigError: methods.watershed.variants.v.params.tune_on: expected one of val, train, both, got 'all'
+    objguided.errors.ConfigError: methods.watershed.variants.v.params.tune_on: expected one of val, train, both,
+    got 'all'
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))

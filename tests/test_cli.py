@@ -14,7 +14,8 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
     assert main(["convert", "--spec", json.dumps(SPEC), "--out", str(data)]) == 0
-    assert main(["split", "--data", str(data), "--spec", '{"kind": "seeded", "fractions": [0.5, 0.25, 0.25], "seed": 1}',
+    assert main(["split", "--data", str(data),
+                 "--spec", '{"kind": "seeded", "fractions": [0.5, 0.25, 0.25], "seed": 1}',
                  "--out", str(data / "split.json")]) == 0
     return root, data
 

@@ -113,7 +113,8 @@ def test_32_claims_on_4_slots_with_killed_holders(tmp_path):
     deadline = time.monotonic() + 120
     while len(killed_at) < len(doomed):
         assert time.monotonic() < deadline, "the doomed holders never all got a slot"
-        started = {json.loads(line)["pid"] for line in log_path.read_text().splitlines()} if log_path.exists() else set()
+        started = ({json.loads(line)["pid"] for line in log_path.read_text().splitlines()}
+                   if log_path.exists() else set())
         for i in doomed:
             pid = jobs[i].pid
             if pid in started and pid not in killed_at:

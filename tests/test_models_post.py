@@ -101,7 +101,8 @@ def test_bilinear_window_matches_interpolate():
     canvas[20:30, 12:40] = rng.random((10, 28))
     for h, w in ((30, 40), (100, 90), (64, 64)):
         f = Frame.stretch(h, w, 64)
-        ref = F.interpolate(torch.as_tensor(canvas)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        ref = F.interpolate(torch.as_tensor(canvas)[None, None], size=(h, w), mode="bilinear",
+                            align_corners=False)[0, 0]
         np.testing.assert_allclose(f.input_to_orig(canvas, "bilinear"), ref.numpy(), atol=1e-12)
         win, y0, x0 = f.window_to_orig(canvas[20:30, 12:40], 20, 12, "bilinear")
         full = np.zeros((h, w))

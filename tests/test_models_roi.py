@@ -64,7 +64,8 @@ def test_roi_levels_sizes_and_stop_rule():
 def test_crop_samples_the_right_coordinates_at_every_level(level):
     s = 2 ** level
     size = 256 // s
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                            indexing="ij")
     feat = torch.stack([xx, yy])  # channel 0 = x, channel 1 = y of each level pixel
     box = [100.0, 60.0, 64.0, 40.0]  # cx, cy, w, h in input pixels
     lv = roi_levels(box)[level]
@@ -111,7 +112,8 @@ def test_batched_crop_equals_one_by_one():
 def test_batched_roi_inference_equals_one_by_one(net):
     x = torch.randn(1, 3, 64, 64) * 0.3
     out = net.forward(x)
-    boxes = [np.array([[20, 20, 10, 10], [40, 30, 10, 10], [30, 44, 10, 10], [30, 30, 21, 7], [10, 50, 3, 3]], np.float32)]
+    boxes = [np.array([[20, 20, 10, 10], [40, 30, 10, 10], [30, 44, 10, 10], [30, 30, 21, 7], [10, 50, 3, 3]],
+                      np.float32)]
     res = {}
     for batch in (True, False):
         net.cfg.batch_rois = batch

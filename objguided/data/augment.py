@@ -83,12 +83,12 @@ def warp_crop(image: np.ndarray, side: float, cx: float, cy: float, size: int, o
     ``order`` 1 = bilinear, 0 = nearest; a uint8 image stays uint8 (rounded), a bool mask stays bool.
     """
     dtype = image.dtype
-    work = image.astype(np.float32) if order > 0 else (image.astype(np.uint8) if dtype == bool else image)
+    work = image.astype(np.float32) if order > 0 else (image.astype(np.uint8) if dtype == np.bool_ else image)
     if work.ndim == 2:
         out = _warp_2d(work, side, cx, cy, size, order)
     else:
         out = np.stack([_warp_2d(work[..., c], side, cx, cy, size, order) for c in range(work.shape[2])], axis=2)
-    if dtype == bool:
+    if dtype == np.bool_:
         return out > (0.5 if order > 0 else 0)
     if np.issubdtype(dtype, np.integer) and order > 0:
         info = np.iinfo(dtype)

@@ -73,7 +73,8 @@ def training_time(job_seconds: float, progress: dict | None) -> dict:
             "train_steps": progress["steps"], "train_epochs": progress["epochs"],
             "resumed_from_step": progress["resumed_from_step"],
             # the compute the steps used (the trainer's budget clock: process CPU time or CUDA-event time)
-            "train_compute_seconds": progress.get("compute_seconds"), "train_compute_clock": progress.get("compute_clock"),
+            "train_compute_seconds": progress.get("compute_seconds"),
+            "train_compute_clock": progress.get("compute_clock"),
             "train_budget_seconds": progress.get("budget_seconds")}
 
 

@@ -83,9 +83,11 @@ def parse_rle_counts(counts: Sequence[str], sizes: np.ndarray, where: str = "pre
     >>> r.start.tolist(), r.length.tolist(), r.area.tolist()
     ([4, 7], [1, 1], [2])
     >>> parse_rle_counts(["42"], np.array([[3, 4]]), "p.json")  # counts 4, 2: only 6 pixels
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    objguided.errors.DataError: p.json: record 0: segmentation RLE counts sum to 6 pixels but its size 3x4 has 12; the RLE is corrupt or its size is wrong
+    objguided.errors.DataError: p.json: record 0: segmentation RLE counts sum to 6 pixels but its size 3x4 has 12;
+    the RLE is corrupt or its size is wrong
     """
     n = len(counts)
     sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
@@ -224,8 +226,9 @@ def encode_instances(image_id: str, instances: Iterable) -> list[dict]:
 
     >>> from types import SimpleNamespace as I
     >>> m = np.zeros((3, 4), bool); m[1, 1:3] = True
-    >>> encode_instances("img1", [I(mask=m, score=0.5, soft_area=None)])
-    [{'image_id': 'img1', 'category_id': 1, 'bbox': [1.0, 1.0, 2.0, 1.0], 'segmentation': {'size': [3, 4], 'counts': '41202'}, 'score': 0.5}]
+    >>> encode_instances("img1", [I(mask=m, score=0.5, soft_area=None)])  # doctest: +NORMALIZE_WHITESPACE
+    [{'image_id': 'img1', 'category_id': 1, 'bbox': [1.0, 1.0, 2.0, 1.0],
+      'segmentation': {'size': [3, 4], 'counts': '41202'}, 'score': 0.5}]
     """
     records = []
     for k, inst in enumerate(instances):

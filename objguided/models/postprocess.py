@@ -177,7 +177,8 @@ def mask_nms(cands: list[_Cand], iou_threshold: float, code: bool) -> list[int]:
     return keep
 
 
-def to_instances(detection: dict, frame: Frame, post: PostConfig | None = None) -> list[tuple[np.ndarray, float, float | None]]:
+def to_instances(detection: dict, frame: Frame,
+                 post: PostConfig | None = None) -> list[tuple[np.ndarray, float, float | None]]:
     """Instances of one image from ``detect``'s output for it (uses ``scores``, ``rois``, ``roi_boxes``).
 
     Returns a list of ``(mask, score, soft_area)`` in descending score: ``mask`` bool [orig_h, orig_w]

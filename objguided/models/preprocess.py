@@ -59,11 +59,13 @@ class Frame:
     # continuous coordinates ------------------------------------------------------------------
     def to_input(self, x, y):
         """Original continuous (x, y) -> input (u, v)."""
-        return (np.asarray(x, np.float64) + self.pad_x) * self.scale_x, (np.asarray(y, np.float64) + self.pad_y) * self.scale_y
+        return ((np.asarray(x, np.float64) + self.pad_x) * self.scale_x,
+                (np.asarray(y, np.float64) + self.pad_y) * self.scale_y)
 
     def to_orig(self, u, v):
         """Input continuous (u, v) -> original (x, y)."""
-        return np.asarray(u, np.float64) / self.scale_x - self.pad_x, np.asarray(v, np.float64) / self.scale_y - self.pad_y
+        return (np.asarray(u, np.float64) / self.scale_x - self.pad_x,
+                np.asarray(v, np.float64) / self.scale_y - self.pad_y)
 
     # pixel maps ------------------------------------------------------------------------------
     def labels_to_input(self, labels: np.ndarray) -> np.ndarray:

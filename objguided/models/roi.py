@@ -230,6 +230,7 @@ def crop_groups(feats: list[Tensor], groups: list) -> list[list[Tensor]]:
     return out
 
 
-def crop_group(feats: list[Tensor], levels_per_roi: list[list[LevelBox]], members: list[tuple[int, int]]) -> list[Tensor]:
+def crop_group(feats: list[Tensor], levels_per_roi: list[list[LevelBox]],
+               members: list[tuple[int, int]]) -> list[Tensor]:
     """Crop one group's ROIs at every level (see :func:`crop_groups`): per level [n, C_l, gh_l, gw_l]."""
     return crop_groups(feats, [(levels_per_roi, members)])[0]
