@@ -86,9 +86,11 @@ def slim_checkpoint(path: Path) -> None:
     (an interrupted, unfinished run keeps its whole checkpoint and resumes exactly)."""
     import torch
 
+    from objguided.engine.trainer import load_checkpoint  # torch: not at import, score jobs never need it
+
     if not path.is_file():
         return
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     if not ckpt.get("finished") or not (ckpt.get("optimizer") or {}).get("state"):
         return
     ckpt["optimizer"] = {**ckpt["optimizer"], "state": {}}  # param_groups (the lr reached) stay
@@ -192,14 +194,15 @@ def _cpu_threads() -> int:
 
 def speed_record(seconds: list[float], ids: list[str], dev: str, model_path: str | Path, subset: str) -> dict:
     """The FPS record of per-image times: the first image is dropped (warm-up) unless it is the only one."""
+    threads = _cpu_threads()
     drop = len(seconds) > 1
     kept = seconds[1:] if drop else seconds
     mean = float(np.mean(kept))
     result = {"fps": 1.0 / mean if mean > 0 else float("inf"), "mean_seconds": mean, "n_images": len(kept),
               "dropped_first": drop, "first_seconds": seconds[0], "per_image_seconds": kept,
-              "image_ids": ids[1:len(seconds)] if drop else ids[:1], "cpu_threads": _cpu_threads(),
+              "image_ids": ids[1:len(seconds)] if drop else ids[:1], "cpu_threads": threads,
               # the report's FPS column shows this string: CPU timings depend on the thread count
-              "device": f"{describe_device(dev)}, {_cpu_threads()} CPU threads",
+              "device": f"{describe_device(dev)}, {threads} CPU threads",
               "batch_size": 1, "provenance": provenance({"model": str(model_path), "subset": subset}, None, dev)}
     result["torch"] = result["provenance"]["packages"]["torch"]
     result["cuda"] = result["provenance"]["cuda"]
